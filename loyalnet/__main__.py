@@ -1,0 +1,3 @@
+from loyalnet.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""The ``loyalnet`` command: one entry point, a sub-command group per role.
+
+Every failure reaches the user as one readable line and a non-zero exit code; set
+``LOYALNET_DEBUG=1`` to see the traceback of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+
+import typer
+from rich.console import Console
+
+from loyalnet.errors import LoyalnetError
+
+app = typer.Typer(
+    name="loyalnet",
+    help=(
+        "Federated face recognition for retail loyalty programmes. "
+        "Stores enrol, recognise and forget their consenting members; no face leaves a store."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _mount_subcommands() -> None:
+    # Imported here so that `loyalnet --help` does not pay for torch's import.
+    from store_node.bench.cli import bench_app
+    from store_node.cli import store_app
+    from store_node.demo import demo_app
+
+    app.add_typer(store_app, name="store")
+    app.add_typer(bench_app, name="bench")
+    app.add_typer(demo_app, name="demo")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn every error into one line on stderr and exit code 1."""
+    _mount_subcommands()
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        app(args=argv)
+    except LoyalnetError as error:
+        err.print(f"[bold red]error:[/] {error}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except (OSError, sqlite3.Error) as error:
+        if os.environ.get("LOYALNET_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {error}")
+        sys.exit(1)
+    except Exception as error:
+        if os.environ.get("LOYALNET_DEBUG"):
+            raise
+        err.print(
+            f"[bold red]internal error:[/] {type(error).__name__}: {error} "
+            "(run again with LOYALNET_DEBUG=1 for the traceback, and report it)"
+        )
+        sys.exit(2)

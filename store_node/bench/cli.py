@@ -1,0 +1,114 @@
+"""``loyalnet bench``: run the benchmarks from the command line."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+bench_app = typer.Typer(
+    help="Measure the face pipeline on public benchmarks (data from the shared data folder).",
+    no_args_is_help=True,
+)
+
+
+@bench_app.callback()
+def _bench() -> None:
+    # A callback keeps `lfw` a named sub-command even while it is the only command.
+    """Measure the face pipeline on public benchmarks (data from the shared data folder)."""
+
+
+@bench_app.command("lfw")
+def lfw(
+    folds: Annotated[
+        int, typer.Option(min=2, max=10, help="Number of View 2 folds to run (2-10).")
+    ] = 10,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the result as JSON on stdout.")
+    ] = False,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip",
+            help="Average in the mirrored face's embedding (twice the cost); default: the "
+            "pipeline's default.",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Torch CPU threads; default: the pipeline's own choice."),
+    ] = None,
+) -> None:
+    """LFW View 2 verification: 10-fold accuracy, TAR at FAR, and speed per image and face."""
+    # Imported here so that `loyalnet --help` does not pay for loading torch.
+    from store_node.bench.lfw import run_lfw_benchmark
+    from store_node.face import FacePipeline
+
+    pipeline = (
+        FacePipeline.load(threads=threads)
+        if flip is None
+        else FacePipeline.load(flip=flip, threads=threads)
+    )
+    if as_json:
+        result = run_lfw_benchmark(pipeline, folds=folds)
+        typer.echo(json.dumps(result, indent=2))
+        return
+    stderr = Console(stderr=True)
+    with Progress(
+        TextColumn("LFW images"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("lfw", total=None)
+
+        def report(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = run_lfw_benchmark(pipeline, folds=folds, progress=report)
+    Console().print(summary_table(result))
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    """The benchmark result as a two-column table for people."""
+    table = Table(title="LFW View 2 verification", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    per_fold = ", ".join(f"{100 * a:.2f}" for a in result["accuracy_per_fold"])
+    no_face = result["no_face"]
+    rows = [
+        ("accuracy", f"{100 * result['accuracy_mean']:.2f}% ± {100 * result['accuracy_std']:.2f}"),
+        ("per fold (%)", per_fold),
+        ("TAR @ FAR 1e-3", f"{100 * result['tar_at_far_1e-3']:.2f}%"),
+        ("TAR @ FAR 1e-2", f"{100 * result['tar_at_far_1e-2']:.2f}%"),
+        ("pairs / images / folds", f"{result['pairs']} / {result['images']} / {result['folds']}"),
+        (
+            "no face at default threshold",
+            f"{no_face['count']} ({no_face['recovered_low_threshold']} by retry, "
+            f"{no_face['centre_fallback']} centre fallback)",
+        ),
+        ("detect ms / image", f"{result['detect_ms_per_image']:.1f}"),
+        ("align ms / face", f"{result['align_ms_per_face']:.2f}"),
+        ("embed ms / face", f"{result['embed_ms_per_face']:.2f}"),
+        ("model", str(result["model_version"])),
+        ("flip / threads", f"{result['flip']} / {result['threads']}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table

@@ -1,0 +1,138 @@
+"""Enrolment: from a consenting member's photos to sealed templates in the gallery.
+
+Each photo is judged on its own: an unreadable file, a photo with no face and a photo in which
+more than one person is prominent are rejected with the reason, and the others still count.
+A face counts as prominent when its box is at least half as wide as the largest face's box:
+people far behind the member are tolerated, a second person beside the member is not, because
+then nobody can say whose template it would be.
+
+Consent is written before the first template, in the same gallery; if no photo is usable
+nothing at all is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from loyalnet.errors import LoyalnetError
+from store_node.face import FacePipeline, ImageError, load_image
+from store_node.face.detector import Face
+from store_node.gallery import Consent, Gallery, Purpose
+
+PROMINENT_WIDTH_RATIO = 0.5
+
+
+class EnrolmentError(LoyalnetError):
+    """The member could not be enrolled; nothing was written."""
+
+
+@dataclass(frozen=True)
+class PhotoOutcome:
+    """What happened to one enrolment photo."""
+
+    source: str
+    accepted: bool
+    reason: str  # empty when accepted
+
+
+@dataclass(frozen=True)
+class EnrolmentRequest:
+    """Who is enrolled and what they agreed to."""
+
+    member_id: str
+    purposes: frozenset[Purpose]
+    policy_version: str
+    retention_days: int
+    display_name: str | None = None
+    tier: str | None = None
+
+
+@dataclass(frozen=True)
+class EnrolmentReport:
+    """The outcome of one enrolment."""
+
+    member_id: str
+    photos: list[PhotoOutcome]
+    templates_added: int
+    crops_stored: int
+    consent: Consent
+
+
+def prominent_faces(faces: Sequence[Face]) -> list[Face]:
+    """The faces at least ``PROMINENT_WIDTH_RATIO`` as wide as the widest one."""
+    if not faces:
+        return []
+    widest = max(face.box[2] - face.box[0] for face in faces)
+    return [face for face in faces if face.box[2] - face.box[0] >= PROMINENT_WIDTH_RATIO * widest]
+
+
+def enrol_member(
+    gallery: Gallery,
+    pipeline: FacePipeline,
+    request: EnrolmentRequest,
+    photos: Sequence[str | Path],
+) -> EnrolmentReport:
+    """Enrol ``request.member_id`` from ``photos``.
+
+    Raises:
+        EnrolmentError: when the consent lacks ``recognition`` or no photo is usable; in both
+            cases the gallery is unchanged.
+    """
+    if Purpose.RECOGNITION not in request.purposes:
+        raise EnrolmentError(
+            f"member {request.member_id} has not consented to 'recognition', which enrolment "
+            "needs; record consent with --consent recognition[,model_improvement]."
+        )
+    outcomes: list[PhotoOutcome] = []
+    crops: list[np.ndarray] = []
+    for photo in photos:
+        outcome, crop = _judge_photo(pipeline, photo)
+        outcomes.append(outcome)
+        if crop is not None:
+            crops.append(crop)
+    if not crops:
+        reasons = "; ".join(f"{o.source}: {o.reason}" for o in outcomes) or "no photos given"
+        raise EnrolmentError(
+            f"no usable photo of member {request.member_id} ({reasons}); nothing was enrolled."
+        )
+    aligned = np.stack(crops)
+    embeddings = pipeline.embed(aligned)
+    gallery.add_member(request.member_id, request.display_name, request.tier)
+    consent = gallery.record_consent(
+        request.member_id,
+        request.purposes,
+        policy_version=request.policy_version,
+        retention_days=request.retention_days,
+    )
+    result = gallery.add_templates(
+        request.member_id, embeddings, pipeline.model_version, crops=aligned
+    )
+    return EnrolmentReport(
+        member_id=request.member_id,
+        photos=outcomes,
+        templates_added=result.templates_added,
+        crops_stored=result.crops_stored,
+        consent=consent,
+    )
+
+
+def _judge_photo(
+    pipeline: FacePipeline, photo: str | Path
+) -> tuple[PhotoOutcome, np.ndarray | None]:
+    source = str(photo)
+    try:
+        image = load_image(photo)
+    except ImageError as err:
+        return PhotoOutcome(source, False, f"unreadable: {err}"), None
+    faces = prominent_faces(pipeline.detect(image))
+    if not faces:
+        return PhotoOutcome(source, False, "no face found"), None
+    if len(faces) > 1:
+        reason = f"{len(faces)} faces: use a photo that shows the member alone"
+        return PhotoOutcome(source, False, reason), None
+    crop = pipeline.align(image, faces)[0]
+    return PhotoOutcome(source, True, ""), crop

@@ -1,0 +1,134 @@
+"""The face API the rest of loyalnet calls: image in, face boxes, crops and embeddings out.
+
+pipeline = FacePipeline.load()
+encodings = pipeline.encode("photo.jpg")          # [] when there is no face
+if encodings:
+    vector = encodings[0].embedding              # (128,) float32, unit length
+    similarity = float(vector @ other_vector)    # cosine similarity in [-1, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from store_node.face.alignment import ALIGNED_SIZE, align_face
+from store_node.face.detector import Face, FaceDetector
+from store_node.face.embedder import DEFAULT_FLIP, FaceEmbedder
+from store_node.face.images import ImageSource, load_image
+from store_node.face.weights import (
+    MOBILEFACENET_VERSION,
+    EmbedderBackend,
+    fuse_for_inference,
+    load_mobilefacenet,
+    load_retinaface,
+    prepare_embedder,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class FaceEncoding:
+    """One face found in an image, ready to store or compare."""
+
+    face: Face
+    """Where the face is: box, score, landmarks in the source image's pixels."""
+    crop: NDArray[np.uint8]
+    """(112, 112, 3) uint8 RGB crop aligned to the ArcFace template."""
+    embedding: NDArray[np.float32]
+    """(128,) float32 of unit length; compare two by their dot product (cosine similarity)."""
+
+
+class FacePipeline:
+    """Detect, align and embed faces; keeps no state between calls.
+
+    Build it with ``FacePipeline.load()``; the constructor takes ready parts for tests and
+    custom set-ups.
+    """
+
+    def __init__(self, detector: FaceDetector, embedder: FaceEmbedder) -> None:
+        self.detector = detector
+        self.embedder = embedder
+
+    @classmethod
+    def load(
+        cls,
+        home: Path | None = None,
+        *,
+        flip: bool = DEFAULT_FLIP,
+        threads: int | None = None,
+        backend: EmbedderBackend = "torch",
+    ) -> FacePipeline:
+        """The pipeline with the pretrained, hash-checked weights, optimised for the CPU.
+
+        Args:
+            home: the shared data folder holding ``models/``; None finds it as
+                ``loyalnet.assets.data_home()`` does.
+            flip: embed each face and its mirror image and average them (twice the cost).
+            threads: if given, sets torch's CPU thread count for the whole process.
+            backend: "torch" (always available, ~5 ms per face on one thread) or
+                "onnxruntime" (~3 ms, needs the optional onnxruntime package). Both give the
+                same embeddings to ~1e-5, so templates are interchangeable.
+
+        Raises:
+            AssetError: a weight file is missing or altered.
+            WeightsError: the onnxruntime backend was asked for but is not installed.
+        """
+        if threads is not None:
+            torch.set_num_threads(threads)
+        detector = FaceDetector(fuse_for_inference(load_retinaface(home)))
+        embedder = FaceEmbedder(
+            prepare_embedder(load_mobilefacenet(home), backend),
+            model_version=MOBILEFACENET_VERSION,
+            flip=flip,
+        )
+        return cls(detector, embedder)
+
+    @property
+    def model_version(self) -> str:
+        """Names the embedding model, e.g. "mobilefacenet-ms1m-90a00ba1"."""
+        return self.embedder.model_version
+
+    def detect(self, image: ImageSource) -> list[Face]:
+        """Faces in the image, largest first; [] when there is none."""
+        return self.detector.detect(load_image(image))
+
+    def align(self, image: ImageSource, faces: Sequence[Face]) -> NDArray[np.uint8]:
+        """(len(faces), 112, 112, 3) uint8 RGB crops, one per face, in the same order."""
+        return _align_all(load_image(image), faces)
+
+    def embed(self, crops: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """(N, 128) unit-length float32 embeddings of (N, 112, 112, 3) aligned crops."""
+        return self.embedder.embed(crops)
+
+    def encode(self, source: ImageSource, *, all_faces: bool = False) -> list[FaceEncoding]:
+        """Detect, align and embed: the largest face only, or every face with ``all_faces``.
+
+        Returns [] when no face is found.
+
+        Raises:
+            ImageError: the source cannot be read as an image.
+        """
+        pixels = load_image(source)
+        faces = self.detector.detect(pixels)
+        if not all_faces:
+            faces = faces[:1]
+        if not faces:
+            return []
+        crops = _align_all(pixels, faces)
+        embeddings = self.embed(crops)
+        return [
+            FaceEncoding(face=face, crop=crop, embedding=vector)
+            for face, crop, vector in zip(faces, crops, embeddings, strict=True)
+        ]
+
+
+def _align_all(image_rgb: NDArray[np.uint8], faces: Sequence[Face]) -> NDArray[np.uint8]:
+    crops = np.empty((len(faces), ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)
+    for i, face in enumerate(faces):
+        crops[i] = align_face(image_rgb, face.landmarks)
+    return crops

@@ -1,0 +1,126 @@
+"""The tables of a store's gallery: one SQLite file per store.
+
+Biometrics (templates, enrolment crops) only ever appear sealed (AES-256-GCM, see
+:mod:`store_node.gallery.sealing`). ``members`` and ``consents`` hold no biometrics; the audit
+trail names members only by a keyed pseudonym so it survives erasure without identifying anyone.
+
+These classes never leave the package: callers get the dataclasses of
+:mod:`store_node.gallery.records`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Dialect, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+SCHEMA_VERSION = 1
+
+META_SCHEMA_VERSION = "schema_version"
+META_KEY_CHECK = "key_check"
+META_CALIBRATION = "calibration"
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC instant, stored as naive UTC text (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a timezone-aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    """The gallery's tables."""
+
+
+class MemberRow(Base):
+    """A loyalty member known to this store; no biometrics."""
+
+    __tablename__ = "members"
+
+    member_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    tier: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ConsentRow(Base):
+    """One consent a member gave; kept as history, the latest granted one governs."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[str] = mapped_column(
+        ForeignKey("members.member_id", ondelete="CASCADE"), index=True
+    )
+    purposes: Mapped[str] = mapped_column(String(200))  # canonical comma list, see consent.py
+    policy_version: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class TemplateRow(Base):
+    """One sealed face embedding of a member, produced by the model ``model_version``."""
+
+    __tablename__ = "templates"
+    __table_args__ = (Index("ix_templates_model_member", "model_version", "member_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[str] = mapped_column(
+        ForeignKey("members.member_id", ondelete="CASCADE"), index=True
+    )
+    model_version: Mapped[str] = mapped_column(String(128))
+    sealed_embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EnrolmentCropRow(Base):
+    """One sealed aligned face crop, kept only under consent to model improvement."""
+
+    __tablename__ = "enrolment_crops"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[str] = mapped_column(
+        ForeignKey("members.member_id", ondelete="CASCADE"), index=True
+    )
+    sealed_crop: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AuditRecordRow(Base):
+    """Something that happened to the gallery; never biometrics, never a member id in clear.
+
+    No foreign key to ``members``: the record must outlive the member it is about.
+    """
+
+    __tablename__ = "audit_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    receipt_id: Mapped[str] = mapped_column(String(32), unique=True)
+    action: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    member_ref: Mapped[str | None] = mapped_column(String(64), index=True)
+    details: Mapped[str] = mapped_column(Text)  # JSON object of counts and labels
+
+
+class StoreMetaRow(Base):
+    """Store-wide settings: schema version, the key check, the current calibration."""
+
+    __tablename__ = "store_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+REQUIRED_TABLES = frozenset(Base.metadata.tables)

@@ -1,0 +1,67 @@
+"""Identification 1:N: who, among the store's members, is in this photo, or "unknown"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from store_node.face import FacePipeline, ImageError, load_image
+from store_node.gallery import Gallery, Match
+
+
+@dataclass(frozen=True)
+class FaceDecision:
+    """One face found in a photo and the gallery's answer for it.
+
+    Attributes:
+        box: (x1, y1, x2, y2) in pixels of the photo.
+        match: the best member, its cosine similarity in [-1, 1], the threshold, and
+            ``member_id`` None when the similarity is below the threshold ("unknown").
+    """
+
+    box: tuple[float, float, float, float]
+    match: Match
+
+
+@dataclass(frozen=True)
+class PhotoIdentification:
+    """Every face of one photo, or why the photo could not be read."""
+
+    source: str
+    faces: list[FaceDecision]
+    error: str = ""
+
+
+def identify_photos(
+    gallery: Gallery,
+    pipeline: FacePipeline,
+    photos: Sequence[str | Path],
+    threshold: float,
+    *,
+    all_faces: bool = True,
+) -> list[PhotoIdentification]:
+    """Identify the faces in each photo against the gallery at ``threshold``.
+
+    A photo that cannot be read is reported with ``error`` set; the others still run.
+    """
+    results: list[PhotoIdentification] = []
+    for photo in photos:
+        try:
+            image = load_image(photo)
+        except ImageError as err:
+            results.append(PhotoIdentification(str(photo), [], error=str(err)))
+            continue
+        faces = pipeline.detect(image)
+        if not all_faces:
+            faces = faces[:1]
+        if not faces:
+            results.append(PhotoIdentification(str(photo), []))
+            continue
+        embeddings = pipeline.embed(pipeline.align(image, faces))
+        matches = gallery.identify(embeddings, pipeline.model_version, threshold)
+        decisions = [
+            FaceDecision(face.box, match) for face, match in zip(faces, matches, strict=True)
+        ]
+        results.append(PhotoIdentification(str(photo), decisions))
+    return results
