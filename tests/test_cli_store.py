@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +227,34 @@ def test_help_teaches(command: list[str]) -> None:
     done = loyalnet(*command, "--help")
     assert "Usage" in done.stdout
     assert len(done.stdout.splitlines()) > 5
+
+
+def test_calibrate_on_a_folder_of_strangers(tmp_path: Path, orl_images: Path) -> None:
+    store = tmp_path / "store"
+    loyalnet("store", "init", store=store)
+    people = tmp_path / "strangers"
+    for index in range(20, 41):
+        shutil.copytree(orl_images / f"s{index}", people / f"s{index}")
+    default = json.loads(
+        loyalnet(
+            "store", "identify", "--json", str(orl_images / "s1" / "1.png"), store=store
+        ).stdout
+    )
+    calibrated = json.loads(
+        loyalnet(
+            "store", "calibrate", "--people", str(people), "--fpir", "0.01", "--json", store=store
+        ).stdout
+    )
+    assert calibrated["source"] == str(people)
+    assert calibrated["target_fpir"] == 0.01
+    assert calibrated["reliable"] is True
+    assert -1.0 < calibrated["threshold"] < 1.0
+    # The new calibration and target now set the identification threshold.
+    after = json.loads(
+        loyalnet(
+            "store", "identify", "--json", str(orl_images / "s1" / "1.png"), store=store
+        ).stdout
+    )
+    assert after["threshold"] == calibrated["threshold"]
+    assert after["threshold"] != default["threshold"]
+    assert "target_fpir = 0.01" in (store / "store.toml").read_text()
