@@ -19,12 +19,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from loyalnet.secret_files import SECRET_FILE_MODE, write_secret_file
 from store_node.gallery.errors import KeyFileError, TamperedDataError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
-KEY_FILE_MODE = 0o600
+KEY_FILE_MODE = SECRET_FILE_MODE
 _HKDF_PREFIX = b"loyalnet/store-key/v1/"
 
 
@@ -53,8 +54,7 @@ class StoreKey:
     def create(cls, path: Path) -> StoreKey:
         """Write a new random key to ``path`` with mode 0600 and return it.
 
-        The file appears complete or not at all: the key is written and synced under a
-        temporary name, then hard-linked to ``path``, which fails if ``path`` exists.
+        The file appears complete or not at all (see ``loyalnet.secret_files``).
 
         Raises:
             KeyFileError: when ``path`` already exists or its folder cannot be written.
@@ -66,32 +66,18 @@ class StoreKey:
                 "gallery unreadable), so choose another path or move the old key away first."
             )
         secret = os.urandom(KEY_BYTES)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
-            try:
-                # The umask may only remove bits, but an inherited ACL or odd umask must not
-                # leave the key readable by others.
-                os.fchmod(descriptor, KEY_FILE_MODE)
-                os.write(descriptor, secret)
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            try:
-                os.link(temporary, path)
-            except FileExistsError:
-                raise KeyFileError(
-                    f"{path} appeared while the key was being written; refusing to overwrite "
-                    "it, so check which program created it and choose another path."
-                ) from None
-            _sync_folder(path.parent)
+            write_secret_file(path, secret)
+        except FileExistsError:
+            raise KeyFileError(
+                f"{path} appeared while the key was being written; refusing to overwrite "
+                "it, so check which program created it and choose another path."
+            ) from None
         except OSError as error:
             raise KeyFileError(
                 f"cannot write the store key {path} ({error.strerror}); "
                 "check that its folder exists and is writable."
             ) from error
-        finally:
-            temporary.unlink(missing_ok=True)
         return cls(secret)
 
     @classmethod
@@ -162,12 +148,3 @@ class StoreKey:
                 "a sealed value failed its integrity check (altered, moved to another record, "
                 "or sealed with another key); restore the gallery from backup."
             ) from None
-
-
-def _sync_folder(folder: Path) -> None:
-    # Without syncing the folder a crash could lose the new name even though the data is on disk.
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

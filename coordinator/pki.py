@@ -1,0 +1,151 @@
+"""The coordinator's certificates: a private certificate authority and the SuperLink's TLS cert.
+
+Stores reach the SuperLink over TLS and trust it through the chain's own CA, whose certificate
+each store receives when it joins (``ca.crt``: public). The CA key signs only the SuperLink's
+certificate and stays in the coordinator folder (mode 0600). Keys are ECDSA P-384, the curve
+Flower's SuperNode authentication uses as well.
+
+Files written into the coordinator's ``tls/`` folder:
+
+| file | what | mode |
+| --- | --- | --- |
+| ``ca.crt`` | CA certificate, handed to every store | 0644 |
+| ``ca.key`` | CA private key | 0600 |
+| ``server.pem`` | SuperLink certificate, SAN ``localhost``, ``127.0.0.1`` and extra hosts | 0644 |
+| ``server.key`` | SuperLink private key | 0600 |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from loyalnet.errors import LoyalnetError
+from loyalnet.secret_files import write_secret_file
+
+CA_VALIDITY = dt.timedelta(days=3650)
+SERVER_VALIDITY = dt.timedelta(days=825)
+DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+
+
+@dataclass(frozen=True)
+class CoordinatorTls:
+    """Paths of the coordinator's TLS material."""
+
+    folder: Path
+
+    @property
+    def ca_certificate(self) -> Path:
+        return self.folder / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.folder / "ca.key"
+
+    @property
+    def server_certificate(self) -> Path:
+        return self.folder / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.folder / "server.key"
+
+    def exists(self) -> bool:
+        """True when every file is there."""
+        return all(
+            path.is_file()
+            for path in (self.ca_certificate, self.ca_key, self.server_certificate, self.server_key)
+        )
+
+
+def create_coordinator_tls(
+    folder: Path, chain_name: str, hosts: Sequence[str] = DEFAULT_HOSTS
+) -> CoordinatorTls:
+    """Create a CA and a SuperLink certificate valid for ``hosts`` (names or IP addresses).
+
+    Raises:
+        LoyalnetError: when the folder already holds TLS material.
+    """
+    tls = CoordinatorTls(folder)
+    if any(
+        p.exists() for p in (tls.ca_certificate, tls.ca_key, tls.server_certificate, tls.server_key)
+    ):
+        raise LoyalnetError(
+            f"{folder} already holds certificates; refusing to replace them, since every "
+            "store trusts the current CA. Move the folder away to start a new chain."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{chain_name} loyalnet CA")])
+    ca_certificate = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_certificate = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{chain_name} SuperLink")])
+        )
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + SERVER_VALIDITY)
+        .add_extension(
+            x509.SubjectAlternativeName([_general_name(h) for h in hosts]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    write_secret_file(tls.ca_key, _private_pem(ca_key))
+    write_secret_file(tls.server_key, _private_pem(server_key))
+    tls.ca_certificate.write_bytes(ca_certificate.public_bytes(serialization.Encoding.PEM))
+    tls.server_certificate.write_bytes(server_certificate.public_bytes(serialization.Encoding.PEM))
+    return tls
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
