@@ -25,6 +25,7 @@ from store_node.enrolment import EnrolmentRequest, enrol_member
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery, parse_purposes
 from store_node.identification import identify_photos
+from store_node.retemplate import recognition_pipeline
 from store_node.threshold import (
     DEFAULT_CALIBRATION_PEOPLE,
     calibration_people,
@@ -69,9 +70,10 @@ def _opened(store: Path | None) -> Iterator[tuple[StorePaths, StoreConfig, Galle
         yield paths, config, gallery
 
 
-def _pipeline(config: StoreConfig) -> FacePipeline:
+def _pipeline(paths: StorePaths) -> FacePipeline:
+    """The pipeline of the model the store recognises with (pretrained until one is adopted)."""
     with err.status("loading the face models…"):
-        return FacePipeline.load(flip=config.flip, threads=Settings.from_environment().threads)
+        return recognition_pipeline(paths.root, threads=Settings.from_environment().threads)
 
 
 @store_app.command()
@@ -131,7 +133,7 @@ def enroll(
     with the reason; the rest still count. Enrolment crops are kept (encrypted) only when the
     member also consented to model_improvement.
     """
-    with _opened(store) as (_, config, gallery):
+    with _opened(store) as (paths, config, gallery):
         request = EnrolmentRequest(
             member_id=member,
             purposes=parse_purposes(consent),
@@ -140,7 +142,7 @@ def enroll(
             display_name=name,
             tier=tier,
         )
-        report = enrol_member(gallery, _pipeline(config), request, photos)
+        report = enrol_member(gallery, _pipeline(paths), request, photos)
     if as_json:
         print(
             json.dumps(
@@ -178,8 +180,8 @@ def identify(
     The threshold follows the store's target FPIR for the gallery's current size; a photo
     that cannot be read is reported and makes the exit code 1.
     """
-    with _opened(store) as (_, config, gallery):
-        pipeline = _pipeline(config)
+    with _opened(store) as (paths, config, gallery):
+        pipeline = _pipeline(paths)
         threshold = decision_threshold(gallery, pipeline.model_version, config.target_fpir)
         results = identify_photos(gallery, pipeline, photos, threshold.value, all_faces=not largest)
     if as_json:
@@ -320,7 +322,7 @@ def calibrate(
     with _opened(store) as (paths, config, gallery):
         if fpir is not None:
             config = replace(config, target_fpir=fpir)
-        pipeline = _pipeline(config)
+        pipeline = _pipeline(paths)
         crowd = people_from_folder(people) if people else calibration_people(limit=limit)
         crowd = dict(list(crowd.items())[:limit])
         source = str(people) if people else f"LFW single-photo people ({len(crowd)})"

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from loyalnet.errors import LoyalnetError
 from store_node.face import FacePipeline, ImageError, load_image
 from store_node.face.detector import Face
+from store_node.face.images import ImageSource, describe_source
 from store_node.gallery import Consent, Gallery, Purpose
 
 PROMINENT_WIDTH_RATIO = 0.5
@@ -74,7 +74,7 @@ def enrol_member(
     gallery: Gallery,
     pipeline: FacePipeline,
     request: EnrolmentRequest,
-    photos: Sequence[str | Path],
+    photos: Sequence[ImageSource],
 ) -> EnrolmentReport:
     """Enrol ``request.member_id`` from ``photos``.
 
@@ -121,9 +121,9 @@ def enrol_member(
 
 
 def _judge_photo(
-    pipeline: FacePipeline, photo: str | Path
+    pipeline: FacePipeline, photo: ImageSource
 ) -> tuple[PhotoOutcome, np.ndarray | None]:
-    source = str(photo)
+    source = describe_source(photo)
     try:
         image = load_image(photo)
     except ImageError as err:

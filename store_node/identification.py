@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from store_node.face import FacePipeline, ImageError, load_image
+from store_node.face.images import ImageSource, describe_source
 from store_node.gallery import Gallery, Match
 
 
@@ -36,7 +36,7 @@ class PhotoIdentification:
 def identify_photos(
     gallery: Gallery,
     pipeline: FacePipeline,
-    photos: Sequence[str | Path],
+    photos: Sequence[ImageSource],
     threshold: float,
     *,
     all_faces: bool = True,
@@ -50,18 +50,18 @@ def identify_photos(
         try:
             image = load_image(photo)
         except ImageError as err:
-            results.append(PhotoIdentification(str(photo), [], error=str(err)))
+            results.append(PhotoIdentification(describe_source(photo), [], error=str(err)))
             continue
         faces = pipeline.detect(image)
         if not all_faces:
             faces = faces[:1]
         if not faces:
-            results.append(PhotoIdentification(str(photo), []))
+            results.append(PhotoIdentification(describe_source(photo), []))
             continue
         embeddings = pipeline.embed(pipeline.align(image, faces))
         matches = gallery.identify(embeddings, pipeline.model_version, threshold)
         decisions = [
             FaceDecision(face.box, match) for face, match in zip(faces, matches, strict=True)
         ]
-        results.append(PhotoIdentification(str(photo), decisions))
+        results.append(PhotoIdentification(describe_source(photo), decisions))
     return results

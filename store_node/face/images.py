@@ -40,6 +40,13 @@ def load_image(source: ImageSource) -> NDArray[np.uint8]:
     )
 
 
+def describe_source(source: ImageSource) -> str:
+    """A short label for messages and reports: the path, or the shape of an array."""
+    if isinstance(source, np.ndarray):
+        return f"array {'x'.join(str(side) for side in source.shape)}"
+    return str(source)
+
+
 def _from_file(path: Path) -> NDArray[np.uint8]:
     if not path.is_file():
         raise ImageError(f"image file {path} does not exist: check the path.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Dialect, ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import DDL, DateTime, Dialect, ForeignKey, Index, LargeBinary, String, Text, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -121,6 +121,37 @@ class StoreMetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ClassWeightRow(Base):
+    """A member's sealed class row of the store's CosFace head (128 float32), never sent.
+
+    Local training (``store_node.training``) keeps it between rounds. It exists only while the
+    member has enrolment crops: the trigger below deletes it with the member's last crop (so a
+    withdrawn consent to model improvement takes it too, in the same transaction), and the
+    foreign key deletes it with the member (erasure).
+    """
+
+    __tablename__ = "class_weights"
+
+    member_id: Mapped[str] = mapped_column(
+        ForeignKey("members.member_id", ondelete="CASCADE"), primary_key=True
+    )
+    sealed_weight: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# Created after every table exists (the trigger lives on enrolment_crops).
+event.listen(
+    Base.metadata,
+    "after_create",
+    DDL(  # type: ignore[no-untyped-call]
+        "CREATE TRIGGER IF NOT EXISTS class_weights_follow_crops "
+        "AFTER DELETE ON enrolment_crops "
+        "WHEN NOT EXISTS (SELECT 1 FROM enrolment_crops WHERE member_id = OLD.member_id) "
+        "BEGIN DELETE FROM class_weights WHERE member_id = OLD.member_id; END"
+    ),
+)
 
 
 REQUIRED_TABLES = frozenset(Base.metadata.tables)

@@ -1,0 +1,51 @@
+"""The coordinator's Flower ServerApp: fine-tune the face embedder across the chain's stores.
+
+One run: start from the pretrained embedder's weights, run ``num-rounds`` rounds of FedAvg (or
+FedProx) over every connected store, and save the final global model as the next model
+version in ``<coordinator-dir>/models``. The run config keys are described in
+:mod:`coordinator.run_config`; the app is launched through ``coordinator.flower_app``.
+
+The coordinator handles arrays, metrics and configuration only: no face code is imported here.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+
+from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Context
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+
+from coordinator.errors import NoStoreTrainedError
+from coordinator.initial_model import pretrained_backbone
+from coordinator.model_versions import save_model_version
+from coordinator.run_config import FederationSettings
+from coordinator.strategy import build_strategy
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the federated rounds and save the resulting model version."""
+    settings = FederationSettings.from_run_config(context.run_config)
+    # What every store trains with; FedProx adds its proximal-mu to it.
+    round_config: dict[str, ConfigRecordValues] = dict(settings.training)
+    result = build_strategy(settings).start(
+        grid=grid,
+        initial_arrays=ArrayRecord(pretrained_backbone()),
+        num_rounds=settings.num_rounds,
+        timeout=settings.round_timeout_seconds,
+        train_config=ConfigRecord(round_config),
+    )
+    metrics = {round_: dict(record) for round_, record in result.train_metrics_clientapp.items()}
+    # Result.arrays stays empty until some round aggregates an update.
+    if not result.arrays:
+        raise NoStoreTrainedError(
+            f"no store sent an update in {settings.num_rounds} round(s) (per round: {metrics}); "
+            "no model version was written. Check the stores' logs and min-members."
+        )
+    saved = save_model_version(
+        settings.models_dir, result.arrays.to_torch_state_dict(), context.run_config, metrics
+    )
+    log(INFO, "model version %d saved: %s (sha256 %s)", saved.version, saved.path, saved.sha256)

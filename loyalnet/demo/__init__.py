@@ -1,0 +1,1 @@
+"""The federated demo: a coordinator and three stores as local processes, on real faces."""

@@ -1,0 +1,120 @@
+"""The backbone a store sends and receives: which tensors, how they are checked and named.
+
+What leaves the store is ``backbone_state``: every learnable parameter of MobileFaceNet (conv
+and linear weights and biases, BatchNorm scale and shift) and every BatchNorm's running mean
+and variance; never ``num_batches_tracked``, never the CosFace class rows.
+
+Why these:
+
+- the parameters are what local training changes, and what FedAvg / FedProx average;
+- the running statistics make the message a complete model that the coordinator can average
+  with one rule for every key and hand back unchanged. With ``freeze_batchnorm`` (the default,
+  see :mod:`store_node.training.local`) they are bit-for-bit the global ones the store received,
+  so they carry nothing about its faces. A run that unfreezes BatchNorm makes them moving
+  averages of the store's own feature means and variances: aggregated, but a known aid to
+  reconstructing training images from updates (Yin et al., "See through Gradients", CVPR 2021),
+  which is one more reason the default keeps them frozen;
+- ``num_batches_tracked`` is an integer step counter that only matters when a BatchNorm has no
+  momentum (never here); averaging it means nothing and it would tell the server how many
+  batches the store ran, i.e. roughly how many consenting members it has;
+- the class rows name the store's members one by one (each is close to a member's mean face
+  embedding); they stay in the store's gallery, sealed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from store_node.face.mobilefacenet import MobileFaceNet
+from store_node.training.errors import TrainingError
+
+FINE_TUNED_PREFIX = "mobilefacenet-ft-"
+_COUNTER_SUFFIX = "num_batches_tracked"
+
+
+def backbone_state(model: MobileFaceNet) -> dict[str, torch.Tensor]:
+    """The tensors of ``model`` that leave the store (see the module docstring for why).
+
+    Returns:
+        key -> detached float32 CPU copy, in the model's state_dict order: 256 tensors,
+        1,019,648 numbers (3.9 MiB), of which 999,936 are parameters and 19,712 BatchNorm
+        running means and variances.
+    """
+    return {
+        key: value.detach().to("cpu", torch.float32).clone()
+        for key, value in model.state_dict().items()
+        if not key.endswith(_COUNTER_SUFFIX)
+    }
+
+
+def backbone_keys() -> tuple[str, ...]:
+    """The keys every backbone message has, in state_dict order."""
+    return tuple(backbone_state(MobileFaceNet()))
+
+
+def load_backbone(state: Mapping[str, torch.Tensor]) -> MobileFaceNet:
+    """A fresh MobileFaceNet holding ``state`` (a ``backbone_state``), in eval mode.
+
+    Raises:
+        TrainingError: keys or shapes differ from the network's, or a value is not finite.
+    """
+    network = MobileFaceNet()
+    expected = backbone_state(network)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise TrainingError(
+            f"the backbone message does not fit MobileFaceNet (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); the coordinator must send a backbone_state."
+        )
+    for key, value in expected.items():
+        given = state[key]
+        if tuple(given.shape) != tuple(value.shape):
+            raise TrainingError(
+                f"backbone tensor {key} has shape {tuple(given.shape)}, MobileFaceNet needs "
+                f"{tuple(value.shape)}; the coordinator must send a backbone_state."
+            )
+        if not torch.isfinite(given).all():
+            raise TrainingError(
+                f"backbone tensor {key} holds NaN or infinity; the global model diverged, so "
+                "restart the run from the last good model."
+            )
+    # The counters are absent by design; everything else must load.
+    network.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=False)
+    return network.eval()
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 (hex) of a backbone state in a canonical form, independent of torch.save's bytes.
+
+    Hashes, for each key in sorted order: the key, the dtype, the shape and the values as
+    little-endian bytes, each length-prefixed. Equal states give equal digests on any machine.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        array = state[key].detach().cpu().contiguous().numpy()
+        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        for part in (key.encode(), array.dtype.str.encode(), repr(array.shape).encode()):
+            digest.update(len(part).to_bytes(8, "big") + part)
+        data = array.tobytes()
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
+def fine_tuned_version(state: Mapping[str, torch.Tensor]) -> str:
+    """The model version of a fine-tuned backbone: ``mobilefacenet-ft-<8 hex of its digest>``."""
+    return FINE_TUNED_PREFIX + state_digest(state)[:8]
+
+
+def freeze_batchnorm_statistics(network: nn.Module) -> None:
+    """Put every BatchNorm in eval mode: it normalises with, and keeps, its running statistics.
+
+    Its scale and shift stay trainable. Call after ``network.train()``, which would undo it.
+    """
+    for module in network.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
