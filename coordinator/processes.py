@@ -3,32 +3,45 @@
 :class:`LocalFederation` is a context manager over a working folder; whatever it started is
 stopped when the ``with`` block ends, by an exception or Ctrl-C included::
 
-    with LocalFederation(coordinator_dir / "flower") as federation:
+    with LocalFederation(coordinator_dir / "flower", tls=coordinator_tls) as federation:
         federation.start_superlink()
         for name, store in stores.items():
+            federation.register_store(store / "node.pub", name)  # once: kept in the database
             federation.start_supernode(name, store)
         federation.wait_for_supernodes(len(stores))
         run_id = federation.submit_run(write_flower_app(coordinator_dir))
         status = federation.wait_for_run(run_id, timeout_seconds=3600)
 
+Secure by default: the SuperLink serves TLS with the coordinator's certificate
+(:class:`~coordinator.pki.CoordinatorTls`; without one, a throwaway CA is made in
+``workdir/tls``) and admits only SuperNodes whose public key was registered
+(``--enable-supernode-auth``); each SuperNode trusts the chain's CA certificate and signs its
+requests with its store's private key (``node_key`` in the store folder, written by
+``loyalnet store join``); the ``flwr`` CLI connects with the CA certificate too. A SuperNode
+whose key is not registered is refused: it logs Flower's exit code 305 and exits (status 1).
+Registrations and runs live in the SuperLink's SQLite database, so they survive
+:meth:`LocalFederation.restart_superlink`.
+``insecure=True`` runs everything without TLS and without SuperNode authentication: for
+tests and debugging only.
+
 Each process starts in a session of its own (``start_new_session``), so it and the processes
-it spawns (Flower's ``flower-superexec``, and a ``flwr-serverapp`` / ``flwr-clientapp`` per
-run or message) form one process group, stopped together: SIGTERM, a grace period, then
-SIGKILL for whatever is left. A terminal's Ctrl-C does not reach those groups; the context
+it spawns (a SuperNode's ``flower-superexec``, a ``flwr-clientapp`` per message) form one
+process group, stopped together: SIGTERM, a grace period, then SIGKILL for whatever is left.
+The SuperLink starts its ``flower-superexec`` in a session of its own, but that one watches
+its parent and exits with it. A terminal's Ctrl-C does not reach those groups; the context
 manager's exit does.
 
 Ports are picked free at run time (no fixed 8000 / 9094, so federations and tests do not
-clash). The SuperLink runs insecure (TLS comes separately) with its state in a SQLite file
-and runtime dependency installation disabled: loyalnet is installed where the apps run.
-Each process has its own ``FLWR_HOME`` in the working folder (a SuperNode stands for a store
-on its own machine), update checks and telemetry are off. Readiness is polled with tenacity:
-a port that accepts connections, SuperNodes listed online by the SuperLink, a run finished.
+clash) unless ``superlink_port`` is given; a restarted SuperLink keeps its port. Runtime
+dependency installation is disabled: loyalnet is installed where the apps run. Each process
+has its own ``FLWR_HOME`` in the working folder (a SuperNode stands for a store on its own
+machine), update checks and telemetry are off. Readiness is polled with tenacity: a port that
+accepts connections, SuperNodes listed online by the SuperLink, a run finished.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -44,11 +57,17 @@ from typing import Any, Self
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from coordinator.errors import FlowerProcessError
+from coordinator.flwr_cli import CONNECTION, FlwrCli, flower_environment
+from coordinator.pki import CoordinatorTls, create_coordinator_tls
 from coordinator.toml_text import TomlScalar, toml_table
 
-CONNECTION = "loyalnet"
-"""The SuperLink connection's name in the ``flwr`` CLI's config.toml."""
 LOCALHOST = "127.0.0.1"
+NODE_PRIVATE_KEY_NAME = "node_key"
+"""The store's SuperNode private key in its folder (``store_node.node_identity`` writes it)."""
+REFUSED_EXIT_CODE = 305
+"""The Flower exit code a SuperNode logs when it cannot connect, e.g. with an unregistered
+key (the process itself exits with status 1)."""
+_FLOWER_EXIT_CODE = re.compile(r"Exit Code: (\d+)")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -60,6 +79,10 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes]
     log_path: Path
     port: int
+    stopped: bool = False
+    """True once this module stopped or killed it (so its exit was no failure)."""
+    exit_reported: bool = False
+    """True once its unexpected exit was raised as an error (it is not raised again)."""
 
     @property
     def pid(self) -> int:
@@ -81,6 +104,7 @@ class ManagedProcess:
         The grace period lets a SuperNode tell the SuperLink it leaves and a SuperLink close
         its database; the SIGKILL catches children that outlive their parent.
         """
+        self.stopped = True
         if self.running():
             _signal_group(self.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -89,8 +113,30 @@ class ManagedProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole group at once, as a crash or a power cut would end it."""
+        self.stopped = True
         _signal_group(self.pid, signal.SIGKILL)
         self.popen.wait()
+
+    def flower_exit_code(self) -> int | None:
+        """The code Flower logged when it gave up (``Exit Code: 305``), if it did.
+
+        Flower's processes exit with status 1 on any error; the reason's code is in the log.
+        """
+        codes = _FLOWER_EXIT_CODE.findall(self.log_tail(200))
+        return int(codes[-1]) if codes else None
+
+    def exit_description(self) -> str:
+        """How it ended, with the likely cause of Flower's connection failure (code 305)."""
+        text = f"{self.name} exited with code {self.popen.returncode}"
+        flower_code = self.flower_exit_code()
+        if flower_code is not None:
+            text += f", Flower exit code {flower_code}"
+        if flower_code == REFUSED_EXIT_CODE:
+            text += (
+                " (it could not connect to the SuperLink: is the store's public key registered "
+                "with `loyalnet coordinator register-store`, and does it trust the chain's CA?)"
+            )
+        return text
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` lines of its output."""
@@ -139,6 +185,12 @@ class LocalFederation:
 
     Attributes:
         workdir: holds the SuperLink's database, the logs and each process's FLWR_HOME.
+        tls: the coordinator's TLS material (``loyalnet coordinator init`` makes it); None:
+            a CA and SuperLink certificate are created in ``workdir/tls`` on first start.
+        insecure: no TLS and no SuperNode authentication, every SuperNode admitted. For tests
+            and debugging only; never where a store's data is real.
+        superlink_port: the SuperLink's port (Fleet, Control and runtime APIs); None: a free
+            one, picked at the first start and kept across restarts.
         bin_dir: where the Flower commands are; default: beside this Python interpreter.
         startup_timeout_seconds: how long a process may take to become ready.
         superlink: the SuperLink, once started.
@@ -146,10 +198,22 @@ class LocalFederation:
     """
 
     workdir: Path
+    tls: CoordinatorTls | None = field(default=None, kw_only=True)
+    insecure: bool = field(default=False, kw_only=True)
+    superlink_port: int | None = field(default=None, kw_only=True)
     bin_dir: Path = field(default_factory=lambda: Path(sys.executable).parent)
     startup_timeout_seconds: float = 60.0
     superlink: ManagedProcess | None = field(default=None, init=False)
     supernodes: dict[str, ManagedProcess] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        # Absolute: the processes run in workdir, and the paths are handed to them.
+        self.workdir = Path(self.workdir).resolve()
+        if self.insecure and self.tls is not None:
+            raise FlowerProcessError(
+                "a LocalFederation is either insecure or uses the coordinator's TLS; "
+                "drop insecure=True (it is for tests and debugging only)."
+            )
 
     def __enter__(self) -> Self:
         return self
@@ -167,42 +231,51 @@ class LocalFederation:
         """The FLWR_HOME of the SuperLink and the ``flwr`` CLI (its config.toml is here)."""
         return self.workdir / "flwr-home"
 
+    @property
+    def database(self) -> Path:
+        """The SuperLink's SQLite state: registered SuperNodes, runs, messages."""
+        return self.workdir / "superlink.db"
+
+    @property
+    def cli(self) -> FlwrCli:
+        """The ``flwr`` CLI with this federation's connection."""
+        return FlwrCli(self.flwr_home, self.bin_dir)
+
     def environment(self, flwr_home: Path | None = None) -> dict[str, str]:
         """The environment Flower processes and commands run with."""
-        # Flower starts its helpers (flower-superexec, flwr-serverapp, ...) by name.
-        path = os.pathsep.join([str(self.bin_dir), os.environ.get("PATH", "")])
-        return {
-            **os.environ,
-            "PATH": path,
-            "FLWR_HOME": str(flwr_home or self.flwr_home),
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            "PYTHONUNBUFFERED": "1",  # logs as they happen, for log_tail
-        }
+        return flower_environment(self.bin_dir, flwr_home or self.flwr_home)
 
     def start_superlink(self) -> ManagedProcess:
-        """Start the SuperLink (insecure, SQLite state) and point the ``flwr`` CLI at it.
+        """Start the SuperLink (SQLite state; TLS and SuperNode auth unless insecure) and point
+        the ``flwr`` CLI at it.
 
         Raises:
             FlowerProcessError: one is already running, or it did not start listening.
         """
-        if self.superlink is not None:
+        if self.superlink is not None and self.superlink.running():
             raise FlowerProcessError("this federation's SuperLink is already running.")
-        port = free_port()
-        self.flwr_home.mkdir(parents=True, exist_ok=True)
-        connection: dict[str, TomlScalar] = {"address": f"{LOCALHOST}:{port}", "insecure": True}
-        (self.flwr_home / "config.toml").write_text(
-            toml_table("superlink", {"default": CONNECTION})
-            + "\n"
-            + toml_table(f"superlink.{CONNECTION}", connection),
-            encoding="utf-8",
-        )
+        port = self.superlink_port or free_port()
+        self.superlink_port = port
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tls = None if self.insecure else self._server_tls()
+        self.cli.configure(f"{LOCALHOST}:{port}", None if tls is None else tls.ca_certificate)
+        if tls is None:
+            security = ["--insecure"]
+        else:
+            security = [
+                "--ssl-ca-certfile",
+                str(tls.ca_certificate.resolve()),
+                "--ssl-certfile",
+                str(tls.server_certificate.resolve()),
+                "--ssl-keyfile",
+                str(tls.server_key.resolve()),
+                "--enable-supernode-auth",
+            ]
         command = [
             str(self.bin_dir / "flower-superlink"),
-            "--insecure",
+            *security,
             "--database",
-            str(self.workdir / "superlink.db"),
+            str(self.database),
             "--host",
             LOCALHOST,
             "--port",
@@ -212,11 +285,47 @@ class LocalFederation:
         self.superlink = self._start("superlink", command, port, self.flwr_home)
         return self.superlink
 
+    def restart_superlink(self, grace_seconds: float = 15.0) -> ManagedProcess:
+        """Stop the SuperLink and start it again: same database, port and certificates.
+
+        Registered stores and past runs survive (they are in the database); SuperNodes keep
+        running and reconnect on their own, retrying with back-off.
+
+        Raises:
+            FlowerProcessError: it was never started, or it did not start again.
+        """
+        if self.superlink is None:
+            raise FlowerProcessError("start the SuperLink before restarting it.")
+        self.superlink.stop(grace_seconds)
+        self.superlink = None
+        return self.start_superlink()
+
+    def register_store(self, public_key: Path, name: str | None = None) -> int:
+        """Admit the store whose SuperNode holds the private key of ``public_key`` (OpenSSH,
+        ``node.pub``); return the node id the SuperLink gave it.
+
+        The registration is kept in the SuperLink's database.
+
+        Raises:
+            StoreAlreadyRegisteredError: the key is registered already.
+            FlowerProcessError: an insecure federation (it admits every SuperNode), no
+                SuperLink, or the SuperLink refused the key.
+        """
+        if self.insecure:
+            raise FlowerProcessError(
+                "an insecure federation admits every SuperNode; registering a store's key "
+                "needs the default, secure one."
+            )
+        self._require_superlink()
+        return self.cli.register_supernode(public_key, name)
+
     def start_supernode(
         self,
         name: str,
         store_dir: Path,
         *,
+        private_key: Path | None = None,
+        root_certificates: Path | None = None,
         superlink_address: str | None = None,
         node_config: Mapping[str, TomlScalar] | None = None,
     ) -> ManagedProcess:
@@ -225,12 +334,18 @@ class LocalFederation:
         Args:
             name: names its log and FLWR_HOME: letters, digits, '-' and '_'.
             store_dir: given to the ClientApp as node config ``store-dir``.
+            private_key: the key it authenticates with; default the store's ``node_key``
+                (``loyalnet store join`` makes it). Ignored when insecure.
+            root_certificates: the CA certificate it trusts the SuperLink by; default this
+                federation's. Ignored when insecure.
             superlink_address: where it connects; default this federation's SuperLink (a
                 test may put a recording proxy in between).
             node_config: further node config values, e.g. ``{"threads": 1}``.
 
         Raises:
-            FlowerProcessError: a bad or taken name, no SuperLink, or it did not start.
+            FlowerProcessError: a bad or taken name, no SuperLink, no private key, or it
+                did not start. (A SuperNode the SuperLink refuses starts, then exits with
+                Flower's exit code 305; :meth:`wait_for_supernodes` reports it.)
         """
         if not _NAME.match(name) or name == "superlink" or name in self.supernodes:
             raise FlowerProcessError(f"SuperNode name {name!r} is invalid or already taken.")
@@ -238,6 +353,9 @@ class LocalFederation:
             if self.superlink is None:
                 raise FlowerProcessError("start the SuperLink before the SuperNodes.")
             superlink_address = self.superlink.address
+        security = ["--insecure"]
+        if not self.insecure:
+            security = self._supernode_security(name, store_dir, private_key, root_certificates)
         port = free_port()
         home = self.workdir / f"flwr-home-{name}"
         home.mkdir(parents=True, exist_ok=True)
@@ -247,7 +365,7 @@ class LocalFederation:
         config_file.write_text(toml_table(None, {**values, **(node_config or {})}), "utf-8")
         command = [
             str(self.bin_dir / "flower-supernode"),
-            "--insecure",
+            *security,
             "--superlink",
             superlink_address,
             "--port",
@@ -259,16 +377,27 @@ class LocalFederation:
         self.supernodes[name] = process
         return process
 
+    def supernode_list(self) -> list[dict[str, Any]]:
+        """The SuperNodes the SuperLink knows (``flwr supernode ls``): node-id, status, ..."""
+        self._require_superlink()
+        return self.cli.supernodes()
+
     def wait_for_supernodes(self, count: int, timeout_seconds: float = 60.0) -> None:
         """Return once the SuperLink lists ``count`` SuperNodes online.
 
         Raises:
-            FlowerProcessError: fewer after ``timeout_seconds``, or the SuperLink died.
+            FlowerProcessError: fewer after ``timeout_seconds``, the SuperLink died, or a
+                SuperNode started here exited on its own (e.g. refused: code 305).
         """
 
         def online() -> int:
-            self._require_superlink()
-            nodes = self.flwr_json("supernode", "ls", CONNECTION).get("nodes", [])
+            for process in self.supernodes.values():
+                if not (process.stopped or process.exit_reported or process.running()):
+                    process.exit_reported = True
+                    raise FlowerProcessError(
+                        f"{process.exit_description()}:\n{process.log_tail(12)}"
+                    )
+            nodes = self.supernode_list()
             return sum(1 for node in nodes if node.get("status") == "online")
 
         waiting = Retrying(
@@ -364,20 +493,7 @@ class LocalFederation:
         Raises:
             FlowerProcessError: the command failed or did not answer JSON.
         """
-        done = self._flwr(*arguments, "--format", "json")
-        # Warnings may precede the JSON on stdout; the answer is the last line-opening object.
-        start = done.stdout.find("\n{")
-        text = done.stdout if done.stdout.startswith("{") else done.stdout[start + 1 :]
-        try:
-            answer = json.loads(text)
-        except json.JSONDecodeError:
-            answer = None
-        if done.returncode != 0 or not isinstance(answer, dict):
-            raise FlowerProcessError(
-                f"`flwr {' '.join(arguments)}` failed ({done.returncode}): "
-                f"{(done.stdout + done.stderr).strip()[-800:]}"
-            )
-        return answer
+        return self.cli.json(*arguments)
 
     def stop(self) -> None:
         """Stop every process started here: the SuperNodes first (so they leave cleanly)."""
@@ -386,17 +502,41 @@ class LocalFederation:
                 process.stop()
 
     def _flwr(self, *arguments: str) -> subprocess.CompletedProcess[str]:
-        try:
-            return subprocess.run(
-                [str(self.bin_dir / "flwr"), *arguments],
-                capture_output=True,
-                text=True,
-                env=self.environment(),
-                timeout=120,
-                check=False,
+        return self.cli.run(*arguments)
+
+    def _server_tls(self) -> CoordinatorTls:
+        """The coordinator's TLS material, or a throwaway CA in ``workdir/tls`` made once."""
+        if self.tls is None:
+            own = CoordinatorTls(self.workdir / "tls")
+            self.tls = own if own.exists() else create_coordinator_tls(own.folder, "local")
+        if not self.tls.exists():
+            raise FlowerProcessError(
+                f"{self.tls.folder} lacks the coordinator's certificates; create them with "
+                "`loyalnet coordinator init`."
             )
-        except subprocess.TimeoutExpired as err:
-            raise FlowerProcessError(f"`flwr {' '.join(arguments)}` hung for 120 s.") from err
+        return self.tls
+
+    def _supernode_security(
+        self,
+        name: str,
+        store_dir: Path,
+        private_key: Path | None,
+        root_certificates: Path | None,
+    ) -> list[str]:
+        """The TLS and authentication arguments of a secure SuperNode."""
+        key = private_key or Path(store_dir) / NODE_PRIVATE_KEY_NAME
+        if not key.is_file():
+            raise FlowerProcessError(
+                f"store {name} has no SuperNode key at {key}; create it with `loyalnet store "
+                "join`, then register its node.pub with `loyalnet coordinator register-store`."
+            )
+        trusted = root_certificates or self._server_tls().ca_certificate
+        return [
+            "--root-certificates",
+            str(Path(trusted).resolve()),
+            "--auth-supernode-private-key",
+            str(key.resolve()),
+        ]
 
     def _start(self, name: str, command: list[str], port: int, home: Path) -> ManagedProcess:
         logs = self.workdir / "logs"
@@ -443,9 +583,7 @@ def _wait_until_listening(process: ManagedProcess, timeout_seconds: float) -> No
 
     def listening() -> bool:
         if not process.running():
-            raise FlowerProcessError(
-                f"{process.name} exited with code {process.popen.returncode}:\n{process.log_tail()}"
-            )
+            raise FlowerProcessError(f"{process.exit_description()}:\n{process.log_tail()}")
         try:
             with socket.create_connection((LOCALHOST, process.port), timeout=1.0):
                 return True

@@ -5,6 +5,10 @@ FedProx) over every connected store, and save the final global model as the next
 version in ``<coordinator-dir>/models``. The run config keys are described in
 :mod:`coordinator.run_config`; the app is launched through ``coordinator.flower_app``.
 
+With ``dp-noise-multiplier`` > 0 the run is differentially private at the store level
+(:mod:`coordinator.store_privacy`): each round's metrics, and so the model version's
+manifest, carry the ``epsilon`` spent so far at ``dp-delta``. Without it they carry neither.
+
 The coordinator handles arrays, metrics and configuration only: no face code is imported here.
 """
 
@@ -49,3 +53,14 @@ def main(grid: Grid, context: Context) -> None:
         settings.models_dir, result.arrays.to_torch_state_dict(), context.run_config, metrics
     )
     log(INFO, "model version %d saved: %s (sha256 %s)", saved.version, saved.path, saved.sha256)
+    if settings.private:
+        last = metrics[max(metrics)]
+        log(
+            INFO,
+            "differential privacy: epsilon %s at delta %s over the run (noise multiplier %s, "
+            "clipping norm %s)",
+            last.get("epsilon"),
+            last.get("dp-delta"),
+            settings.dp_noise_multiplier,
+            settings.dp_clipping_norm,
+        )

@@ -14,6 +14,10 @@ wrappers do) and delegates everything to it, except that:
    counts of the stores asked, trained, declined and failed (an error reply, or no reply
    before the round's timeout: a dead store's SuperNode misses its heartbeats and the SuperLink
    answers for it with an error after about a minute).
+
+Only the trained stores' replies reach the wrapped strategy. In a differentially private run
+(``dp-noise-multiplier`` > 0) that strategy is :class:`coordinator.store_privacy.StorePrivacy`
+around FedAvg or FedProx, so the DP noise is sized to the stores actually averaged.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from coordinator.errors import TooFewStoresError
 from coordinator.run_config import FederationSettings
+from coordinator.store_privacy import StorePrivacy
 
 WEIGHT_KEY = "num-examples"
 """The reply metric FedAvg weights by; a declining store sends 0."""
@@ -40,7 +45,8 @@ def build_strategy(settings: FederationSettings) -> StoreRounds:
 
     Every connected store is asked each round (``fraction_train`` 1.0); a round needs at least
     ``min-stores`` of them. There is no federated evaluation round: the stores have no
-    evaluate handler, and the model is judged when a store adopts it.
+    evaluate handler, and the model is judged when a store adopts it. A private run wraps the
+    averaging strategy in :class:`StorePrivacy`.
     """
     inner: FedAvg
     if settings.strategy == "fedprox":
@@ -62,14 +68,20 @@ def build_strategy(settings: FederationSettings) -> StoreRounds:
             weighted_by_key=WEIGHT_KEY,
             train_metrics_aggr_fn=aggregate_round_metrics,
         )
-    return StoreRounds(inner, settings.store_wait_seconds)
+    if not settings.private:
+        return StoreRounds(inner, settings.min_stores, settings.store_wait_seconds)
+    private = StorePrivacy(
+        inner, settings.dp_noise_multiplier, settings.dp_clipping_norm, settings.dp_delta
+    )
+    return StoreRounds(private, settings.min_stores, settings.store_wait_seconds)
 
 
 class StoreRounds(Strategy):
     """A FedAvg-family strategy with the store handling described in the module docstring."""
 
-    def __init__(self, inner: FedAvg, store_wait_seconds: float) -> None:
+    def __init__(self, inner: Strategy, min_stores: int, store_wait_seconds: float) -> None:
         self.inner = inner
+        self.min_stores = min_stores
         self.store_wait_seconds = store_wait_seconds
         self._asked = 0
         self._round_started = 0.0
@@ -83,7 +95,7 @@ class StoreRounds(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Wait (bounded) for enough stores, then let the wrapped strategy ask them all."""
-        wait_for_stores(grid, self.inner.min_available_nodes, self.store_wait_seconds)
+        wait_for_stores(grid, self.min_stores, self.store_wait_seconds)
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         self._asked = len(messages)
         self._round_started = time.monotonic()
@@ -92,15 +104,20 @@ class StoreRounds(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Average the real updates only; count who trained, declined and failed."""
+        """Aggregate the trained stores' updates only; count who trained, declined and failed."""
         replies = list(replies)
         failed = [reply for reply in replies if reply.has_error()]
         answered = [reply for reply in replies if not reply.has_error()]
         declined = [reply for reply in answered if _weight(reply.content) == 0]
         counted = [reply for reply in answered if _weight(reply.content) != 0]
-        if declined:
-            log(INFO, "aggregate_train: %d store(s) declined the round", len(declined))
-        arrays, metrics = self.inner.aggregate_train(server_round, [*counted, *failed])
+        if declined or failed:
+            log(
+                INFO,
+                "aggregate_train: %d store(s) declined the round, %d failed",
+                len(declined),
+                len(failed),
+            )
+        arrays, metrics = self.inner.aggregate_train(server_round, counted)
         metrics = metrics if metrics is not None else MetricRecord()
         metrics["stores-asked"] = self._asked
         metrics["stores-trained"] = len(counted)
@@ -149,7 +166,9 @@ def aggregate_round_metrics(records: list[RecordDict], weight_key: str) -> Metri
     ``num-examples``, ``members`` and ``arrays-bytes`` are summed; the losses are averaged
     weighted by ``num-examples`` (so they are the mean loss per crop over all stores);
     ``train-seconds`` is the slowest store's. Flower's default would weight-average everything,
-    counts included, which reads as nonsense for counts.
+    counts included, which reads as nonsense for counts. ``weight_key``, what the model was
+    averaged by (Flower passes it), is not used: a private run averages the model with every
+    store weighing the same, and its metrics are still per crop.
     """
     totals: dict[str, float] = {}
     weighted: dict[str, float] = {}
@@ -157,9 +176,9 @@ def aggregate_round_metrics(records: list[RecordDict], weight_key: str) -> Metri
     total_weight = 0.0
     for record in records:
         metrics = next(iter(record.metric_records.values()))
-        weight = float(_number(metrics, weight_key))
+        weight = float(_number(metrics, WEIGHT_KEY))
         total_weight += weight
-        for key in (weight_key, "members", "arrays-bytes"):
+        for key in (WEIGHT_KEY, "members", "arrays-bytes"):
             totals[key] = totals.get(key, 0.0) + _number(metrics, key)
         for key in ("loss-first-epoch", "loss-last-epoch"):
             weighted[key] = weighted.get(key, 0.0) + weight * _number(metrics, key)

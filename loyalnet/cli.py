@@ -29,11 +29,13 @@ app = typer.Typer(
 
 def _mount_subcommands() -> None:
     # Imported here so that `loyalnet --help` does not pay for torch's import.
+    from coordinator.cli import coordinator_app
+    from loyalnet.demo.cli import demo_app
     from store_node.bench.cli import bench_app
     from store_node.cli import store_app
-    from store_node.demo import demo_app
 
     app.add_typer(store_app, name="store")
+    app.add_typer(coordinator_app, name="coordinator")
     app.add_typer(bench_app, name="bench")
     app.add_typer(demo_app, name="demo")
 

@@ -6,6 +6,7 @@ config file (``$LOYALNET_CONFIG``, default ``~/.config/loyalnet/config.toml``), 
 ```toml
 # ~/.config/loyalnet/config.toml
 store_dir = "/var/lib/loyalnet/store"
+coordinator_dir = "/var/lib/loyalnet/coordinator"
 threads = 2
 ```
 """
@@ -22,18 +23,22 @@ from typing import Any
 from loyalnet.errors import LoyalnetError
 
 STORE_ENV = "LOYALNET_STORE"
+COORDINATOR_ENV = "LOYALNET_COORDINATOR"
 CONFIG_ENV = "LOYALNET_CONFIG"
 THREADS_ENV = "LOYALNET_THREADS"
 DEFAULT_CONFIG_PATH = Path("~/.config/loyalnet/config.toml")
 DEFAULT_STORE_DIR = Path("store")
+DEFAULT_COORDINATOR_DIR = Path("coordinator-home")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where this machine keeps its store and how many CPU threads inference may use."""
+    """Where this machine keeps its store (and, on the chain's server, the coordinator's
+    folder) and how many CPU threads inference may use."""
 
     store_dir: Path
     threads: int | None
+    coordinator_dir: Path = DEFAULT_COORDINATOR_DIR
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -41,8 +46,17 @@ class Settings:
         env = os.environ if env is None else env
         file_values = _read_config_file(Path(env.get(CONFIG_ENV, DEFAULT_CONFIG_PATH)))
         store_dir = env.get(STORE_ENV) or file_values.get("store_dir") or DEFAULT_STORE_DIR
+        coordinator_dir = (
+            env.get(COORDINATOR_ENV)
+            or file_values.get("coordinator_dir")
+            or DEFAULT_COORDINATOR_DIR
+        )
         threads_value = env.get(THREADS_ENV) or file_values.get("threads")
-        return cls(store_dir=Path(str(store_dir)).expanduser(), threads=_threads(threads_value))
+        return cls(
+            store_dir=Path(str(store_dir)).expanduser(),
+            threads=_threads(threads_value),
+            coordinator_dir=Path(str(coordinator_dir)).expanduser(),
+        )
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from store_node.enrolment import EnrolmentRequest, enrol_member
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery, parse_purposes
 from store_node.identification import identify_photos
+from store_node.joining import join_federation
 from store_node.retemplate import recognition_pipeline
 from store_node.threshold import (
     DEFAULT_CALIBRATION_PEOPLE,
@@ -109,6 +110,36 @@ def init(
     write_config(paths, config)
     out.print(f"store [bold]{config.store_id}[/] created in {paths.root}")
     out.print(f"  key file {paths.key} (0600): back it up; the gallery is unreadable without it")
+
+
+@store_app.command()
+def join(
+    ca: Annotated[
+        Path, typer.Option("--ca", help="The chain's CA certificate (ca.crt from the coordinator).")
+    ],
+    superlink: Annotated[
+        str, typer.Option("--superlink", help="The chain's SuperLink as HOST:PORT.")
+    ],
+    store: StoreOption = None,
+) -> None:
+    """Join the chain's federated training: a node key, the chain's CA, the SuperLink.
+
+    Makes the store's SuperNode key pair (private key 0600), keeps the chain's CA certificate
+    and records the SuperLink's address in store.toml.
+
+    Hand the printed node.pub to the chain (`loyalnet coordinator register-store`); until it
+    is registered the SuperLink refuses this store. Joining again keeps the key pair.
+    """
+    paths = _paths(store)
+    result = join_federation(paths, ca, superlink)
+    config = read_config(paths)
+    kept = "created" if result.new_identity else "kept (the chain knows the store by it)"
+    out.print(f"store [bold]{config.store_id}[/] joins the SuperLink at {result.superlink}")
+    out.print(f"  node key {result.identity.private_key} (0600): {kept}")
+    out.print(f"  CA certificate {result.ca_certificate}")
+    out.print("  hand this public key to the chain's coordinator:")
+    print(result.identity.public_key.resolve())
+    out.print(f"  (there: loyalnet coordinator register-store node.pub --name {config.store_id})")
 
 
 @store_app.command()

@@ -19,6 +19,12 @@ instead would also get weight 0 from plain FedAvg, but Flower 1.42 uploads it ag
 measured, 4.7 MB more in ~490 more HTTP requests, for nothing.) Why it declined is logged
 here, in the store's log, not sent.
 
+In a differentially private run the coordinator's round config also holds ``clipping_norm``
+(see ``coordinator.store_privacy``), and the trained backbone is clipped before it is sent:
+the update (trained minus received) is scaled to L2 norm at most that, by Flower's
+``fixedclipping_mod`` (:func:`clip_when_asked`). Without the key, or when the store declines,
+the reply is left as it is.
+
 A failure is logged here in full and leaves the store only as its exception class: Flower
 would otherwise send the exception's text to the coordinator, and a gallery error may name a
 member.
@@ -32,7 +38,10 @@ from pathlib import Path
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import log
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from loyalnet.errors import LoyalnetError
 from store_node.training.local import TrainingConfig, TrainingOutcome, train_store_round
@@ -51,7 +60,34 @@ class StoreRoundError(LoyalnetError):
     """The store could not take part in the round; the text is safe to send."""
 
 
-@app.train()
+def clip_when_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's ``fixedclipping_mod`` when the round asks for clipping and the store trained.
+
+    ``fixedclipping_mod`` alone answers every round without ``clipping_norm`` in its config
+    (every run without DP) with an error, and a declining store's empty reply with an error too
+    (its arrays' keys differ from the received ones). Here the first runs the handler unclipped
+    and the second is sent as the handler made it: nothing in it to clip.
+    """
+    config = msg.content.config_records.get("config")
+    if config is None or KEY_CLIPPING_NORM not in config:
+        return call_next(msg, context)
+    replies: list[Message] = []
+
+    def train_and_keep(message: Message, ctxt: Context) -> Message:
+        replies.append(call_next(message, ctxt))
+        return replies[-1]
+
+    clipped = fixedclipping_mod(msg, context, train_and_keep)
+    if replies and not replies[0].has_error() and _declined(replies[0]):
+        return replies[0]
+    if clipped.has_error() and clipped.metadata.reply_to_message_id != msg.metadata.message_id:
+        # Flower 1.42's mod addresses an error it finds in the reply to that reply, which the
+        # SuperNode cannot deliver: the coordinator would wait out the round's timeout.
+        return Message(clipped.error, reply_to=msg)
+    return clipped
+
+
+@app.train(mods=[clip_when_asked])
 def train(msg: Message, context: Context) -> Message:
     """Train the received backbone on this store's consenting members and reply with it."""
     try:
@@ -105,18 +141,25 @@ def reply_metrics(outcome: TrainingOutcome, sent: ArrayRecord) -> MetricRecord:
     )
 
 
+def _declined(reply: Message) -> bool:
+    """Whether ``reply`` is a declining store's: no arrays at all."""
+    return not any(record for record in reply.content.array_records.values())
+
+
 def _backbone_record(backbone: dict[str, torch.Tensor], received: ArrayRecord) -> ArrayRecord:
     """The trained backbone as an ArrayRecord, refused unless it has the received keys.
 
     The coordinator averages key by key and rejects a round whose replies differ, so a
     mismatch is caught here, where it can be explained, rather than as a failed aggregation.
+    The tensors go in the received record's order, which Flower's ``fixedclipping_mod``
+    requires.
     """
     if set(backbone) != set(received):
         raise StoreRoundError(
             "the trained backbone's tensors differ from the global model's; update loyalnet "
             "on this store or on the coordinator so both send the same backbone."
         )
-    return ArrayRecord(backbone)
+    return ArrayRecord({key: backbone[key] for key in received})
 
 
 def _store_dir(context: Context) -> Path:

@@ -4,7 +4,10 @@ A store folder holds everything a store node keeps:
 
 - ``gallery.db``: the SQLite gallery (members, consents, sealed templates and crops, audit);
 - ``store.key``: the store's 256-bit AES key, mode 0600; without it the gallery is unreadable;
-- ``store.toml``: the settings below, plain text, no secrets.
+- ``store.toml``: the settings below, plain text, no secrets;
+- once the store joined the chain's federation (``loyalnet store join``): ``node_key`` (its
+  SuperNode's private key, mode 0600), ``node.pub`` (the public key the chain registers) and
+  ``ca.crt`` (the chain's CA certificate, which the SuperLink's TLS certificate is checked by).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from loyalnet.errors import LoyalnetError
 CONFIG_NAME = "store.toml"
 DATABASE_NAME = "gallery.db"
 KEY_NAME = "store.key"
+CA_CERTIFICATE_NAME = "ca.crt"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class StoreConfig:
         retention_days: how long a consent (and so the member's templates) stays valid.
         flip: average each face's embedding with its mirror image's; off by default, as on
             LFW it changed accuracy by 0.02 points at twice the embedding cost.
+        superlink: the chain's SuperLink as ``host:port``, set by ``loyalnet store join``;
+            empty while the store has not joined.
     """
 
     store_id: str
@@ -41,6 +47,7 @@ class StoreConfig:
     policy_version: str = "2026-11"
     retention_days: int = 365
     flip: bool = False
+    superlink: str = ""
 
     def __post_init__(self) -> None:
         if not 1e-6 <= self.target_fpir <= 0.5:
@@ -69,6 +76,11 @@ class StorePaths:
     @property
     def key(self) -> Path:
         return self.root / KEY_NAME
+
+    @property
+    def ca_certificate(self) -> Path:
+        """The chain's CA certificate, copied in by ``loyalnet store join``."""
+        return self.root / CA_CERTIFICATE_NAME
 
 
 def new_store_id() -> str:

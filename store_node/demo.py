@@ -1,6 +1,6 @@
-"""``loyalnet demo``: walkthroughs on real faces from the shared data.
+"""``loyalnet demo store``: one store end to end on real faces.
 
-``loyalnet demo store`` runs one store end to end on LFW: a fresh store enrols consenting
+It runs one store end to end on LFW: a fresh store enrols consenting
 people from a few photos each, identifies their other photos and walk-in strangers, then erases
 one member and shows that their face is no longer recognised.
 """
@@ -32,10 +32,6 @@ from store_node.threshold import DEFAULT_CALIBRATION_PEOPLE, decision_threshold
 
 MAX_PROBES_PER_MEMBER = 5
 
-demo_app = typer.Typer(
-    help="Walkthroughs on real faces from the shared data.", no_args_is_help=True
-)
-
 out = Console()
 err = Console(stderr=True)
 
@@ -55,7 +51,6 @@ class MemberResult:
     unknown: int = 0
 
 
-@demo_app.command("store")
 def store_demo(
     members: Annotated[int, typer.Option(min=2, help="How many LFW people to enrol.")] = 20,
     enrol_photos: Annotated[int, typer.Option(min=1, help="Photos per member used to enrol.")] = 3,

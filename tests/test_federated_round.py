@@ -170,7 +170,8 @@ def federation(tmp_path: Path) -> Iterator[Federation]:
     """A SuperLink and the app; every process is stopped at the end, then the proxies."""
     coordinator = tmp_path / "coordinator"
     with ExitStack() as stack:
-        flower = stack.enter_context(LocalFederation(tmp_path / "flower"))
+        # Insecure: the recording proxies read the plain wire (TLS is tested separately).
+        flower = stack.enter_context(LocalFederation(tmp_path / "flower", insecure=True))
         flower.start_superlink()
         yield Federation(flower, coordinator, write_flower_app(coordinator), stack)
         flower.stop()  # before the proxies close, so the nodes leave through them
@@ -192,7 +193,8 @@ def test_coordinator_imports_no_face_code() -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.slow
+# Not marked slow although it takes about a minute: it is the proof that no member data
+# leaves a store, so it runs in every default test run.
 def test_one_round_two_stores_and_the_wire(
     federation: Federation, store_a: Store, store_b: Store
 ) -> None:

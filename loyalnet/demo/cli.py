@@ -1,0 +1,132 @@
+"""``loyalnet demo``: the federated demo, and ``loyalnet demo store`` for one store alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from loyalnet.demo.federated import FederatedDemoOptions, run_federated_demo
+from loyalnet.demo.stores import DemoPlan
+from loyalnet.settings import Settings
+from store_node.demo import store_demo
+
+demo_app = typer.Typer(
+    help=(
+        "Walkthroughs on real faces from the shared data. Without a sub-command: the federated "
+        "demo (a coordinator and 3 stores as local processes train the shared model)."
+    ),
+    invoke_without_command=True,
+)
+demo_app.command("store")(store_demo)
+
+out = Console()
+err = Console(stderr=True, log_path=False)
+
+
+@demo_app.callback()
+def federated(
+    context: typer.Context,
+    rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 3,
+    local_epochs: Annotated[
+        int, typer.Option(min=1, help="Passes over each store's crops per round.")
+    ] = 1,
+    members: Annotated[int, typer.Option(min=5, help="Members per store.")] = 12,
+    strategy: Annotated[str, typer.Option(help="fedavg or fedprox.")] = "fedavg",
+    workdir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep stores, coordinator and logs in this new folder "
+            "(default: a temporary folder, removed at the end)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the JSON summary at the end.")
+    ] = False,
+) -> None:
+    """Three stores with different cameras train the shared face model; no face leaves a store.
+
+    Shows, per store, identification of members' held-out photos (rank-1) and strangers
+    accepted, before and after training, and the bytes each store sent per round.
+    """
+    if context.invoked_subcommand is not None:
+        return
+    if strategy not in {"fedavg", "fedprox"}:
+        raise typer.BadParameter("choose fedavg or fedprox", param_hint="--strategy")
+    options = FederatedDemoOptions(
+        plan=DemoPlan(members_per_store=members),
+        rounds=rounds,
+        local_epochs=local_epochs,
+        strategy=strategy,
+    )
+    root = workdir or Path(tempfile.mkdtemp(prefix="loyalnet-demo-"))
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=False)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with err.status("starting…", spinner="dots") as status:
+
+            def step(text: str) -> None:
+                if as_json:
+                    return
+                if not text.startswith("federated run"):
+                    err.log(text)
+                status.update(text)
+
+            summary = run_federated_demo(root, options, step, Settings.from_environment().threads)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        _show(summary)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM becomes KeyboardInterrupt so the context managers stop every process we started.
+    raise KeyboardInterrupt
+
+
+def _show(summary: dict[str, object]) -> None:
+    stores = summary["stores"]
+    assert isinstance(stores, dict)
+    table = Table(title=f"federated demo: {summary['rounds']} round(s) of {summary['strategy']}")
+    for column in (
+        "store",
+        "camera",
+        "members",
+        "rank-1 before",
+        "rank-1 after",
+        "strangers accepted",
+    ):
+        table.add_column(column, justify="left" if column in {"store", "camera"} else "right")
+    for name, row in stores.items():
+        delta = row["rank1_after"] - row["rank1_before"]
+        colour = "green" if delta > 0 else "red" if delta < 0 else "white"
+        table.add_row(
+            name,
+            row["camera"],
+            str(row["members"]),
+            f"{row['rank1_before']:.3f}",
+            f"[{colour}]{row['rank1_after']:.3f}[/]",
+            f"{row['strangers_accepted_before']} -> {row['strangers_accepted_after']}"
+            f" of {row['strangers']}",
+        )
+    out.print(table)
+    sent = int(str(summary["bytes_sent_per_store_per_round"]))
+    out.print(
+        f"each store sent {sent / 1e6:.2f} MB per round (the backbone is "
+        f"{int(str(summary['model_bytes'])) / 1e6:.2f} MB of float32); "
+        f"{summary['seconds_per_round']} s per round; epsilon: {summary['epsilon'] or 'no DP'}"
+    )
+    out.print(f"global model: {summary['model_version']}; no image, crop or template left a store")

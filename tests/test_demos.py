@@ -1,0 +1,65 @@
+"""The demos as a user runs them: real processes, real faces, JSON summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def run_demo(*args: str, timeout: float) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "loyalnet", "demo", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "LOYALNET_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert isinstance(summary, dict)
+    return summary
+
+
+def test_store_walkthrough() -> None:
+    summary = run_demo("store", "--members", "6", "--strangers", "10", timeout=300)
+    assert summary["members"] == 6
+    assert summary["members_enrolled"] >= 5
+    assert isinstance(summary["rank1"], float) and summary["rank1"] >= 0.8
+    assert summary["strangers"] == 10
+    assert summary["strangers_accepted"] <= 1
+    assert summary["erased_member_after"] == "unknown"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = status.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found
+
+
+@pytest.mark.slow
+def test_federated_demo_one_round(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    summary = run_demo("--rounds", "1", "--members", "6", "--workdir", str(workdir), timeout=900)
+    stores = summary["stores"]
+    assert isinstance(stores, dict) and len(stores) == 3
+    for row in stores.values():
+        assert row["members"] >= 5
+        assert 0.0 <= row["rank1_before"] <= 1.0 and 0.0 <= row["rank1_after"] <= 1.0
+    assert summary["rounds"] == 1
+    assert isinstance(summary["bytes_sent_per_store_per_round"], int)
+    assert summary["bytes_sent_per_store_per_round"] > summary["model_bytes"]
+    assert summary["epsilon"] is None
+    # Every process the demo started is gone.
+    assert _processes_mentioning(str(workdir)) == []
