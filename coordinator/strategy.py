@@ -23,7 +23,8 @@ around FedAvg or FedProx, so the DP noise is sized to the stores actually averag
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from logging import INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -48,26 +49,17 @@ def build_strategy(settings: FederationSettings) -> StoreRounds:
     evaluate handler, and the model is judged when a store adopts it. A private run wraps the
     averaging strategy in :class:`StorePrivacy`.
     """
-    inner: FedAvg
+    averaging: Callable[..., FedAvg] = FedAvg
     if settings.strategy == "fedprox":
-        inner = FedProx(
-            fraction_train=1.0,
-            fraction_evaluate=0.0,
-            min_train_nodes=settings.min_stores,
-            min_available_nodes=settings.min_stores,
-            weighted_by_key=WEIGHT_KEY,
-            train_metrics_aggr_fn=aggregate_round_metrics,
-            proximal_mu=settings.proximal_mu,
-        )
-    else:
-        inner = FedAvg(
-            fraction_train=1.0,
-            fraction_evaluate=0.0,
-            min_train_nodes=settings.min_stores,
-            min_available_nodes=settings.min_stores,
-            weighted_by_key=WEIGHT_KEY,
-            train_metrics_aggr_fn=aggregate_round_metrics,
-        )
+        averaging = partial(FedProx, proximal_mu=settings.proximal_mu)
+    inner = averaging(
+        fraction_train=1.0,
+        fraction_evaluate=0.0,
+        min_train_nodes=settings.min_stores,
+        min_available_nodes=settings.min_stores,
+        weighted_by_key=WEIGHT_KEY,
+        train_metrics_aggr_fn=aggregate_round_metrics,
+    )
     if not settings.private:
         return StoreRounds(inner, settings.min_stores, settings.store_wait_seconds)
     private = StorePrivacy(

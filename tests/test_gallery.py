@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from synthetic import random_crops, unit_vectors
 
 from store_node.gallery import (
     AuditAction,
@@ -52,20 +53,6 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def unit_vectors(rng: np.random.Generator, count: int) -> NDArray[np.float32]:
-    """``count`` random (synthetic) 128-d unit embeddings."""
-    vectors = rng.normal(size=(count, 128)).astype(np.float32)
-    unit: NDArray[np.float32] = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(
-        np.float32
-    )
-    return unit
-
-
-def random_crops(rng: np.random.Generator, count: int) -> NDArray[np.uint8]:
-    """``count`` random (synthetic) 112x112x3 uint8 crops."""
-    return rng.integers(0, 256, size=(count, 112, 112, 3), dtype=np.uint8)
 
 
 def orthogonal_to(rng: np.random.Generator, rows: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from numpy.typing import NDArray
+from synthetic import random_crops, unit_vectors
 
 from store_node.gallery import Gallery, TamperedDataError
 from store_node.gallery.class_weights import load_class_weights, save_class_weights
@@ -28,18 +28,6 @@ from store_node.gallery.training_data import training_examples
 
 MODEL = "mobilefacenet-ms1m-90a00ba1"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def unit_vectors(rng: np.random.Generator, count: int) -> NDArray[np.float32]:
-    vectors = rng.normal(size=(count, 128)).astype(np.float32)
-    unit: NDArray[np.float32] = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(
-        np.float32
-    )
-    return unit
-
-
-def random_crops(rng: np.random.Generator, count: int) -> NDArray[np.uint8]:
-    return rng.integers(0, 256, size=(count, 112, 112, 3), dtype=np.uint8)
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
