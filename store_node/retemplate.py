@@ -47,15 +47,12 @@ from numpy.typing import NDArray
 from loyalnet.errors import LoyalnetError
 from store_node.config import StorePaths, read_config
 from store_node.face import FacePipeline
-from store_node.face.detector import FaceDetector
 from store_node.face.embedder import DEFAULT_FLIP, FaceEmbedder
 from store_node.face.mobilefacenet import MobileFaceNet
 from store_node.face.weights import (
     MOBILEFACENET_VERSION,
     EmbedderBackend,
-    fuse_for_inference,
     load_mobilefacenet,
-    load_retinaface,
     prepare_embedder,
 )
 from store_node.gallery import Gallery, Purpose
@@ -217,13 +214,10 @@ def recognition_pipeline(
         current = recognition_model(gallery)
     if current is None or not current.weights_file:
         return FacePipeline.load(home, flip=flip, threads=threads, backend=backend)
-    if threads is not None:
-        torch.set_num_threads(threads)
     network = load_backbone(_read_weights(paths.root / current.weights_file, current.sha256))
-    embedder = FaceEmbedder(
-        prepare_embedder(network, backend), model_version=current.model_version, flip=flip
+    return FacePipeline.with_embedder(
+        network, current.model_version, home, flip=flip, threads=threads, backend=backend
     )
-    return FacePipeline(FaceDetector(fuse_for_inference(load_retinaface(home))), embedder)
 
 
 def members_needing_reenrolment(

@@ -21,6 +21,7 @@ from store_node.face.alignment import ALIGNED_SIZE, align_face
 from store_node.face.detector import Face, FaceDetector
 from store_node.face.embedder import DEFAULT_FLIP, FaceEmbedder
 from store_node.face.images import ImageSource, load_image
+from store_node.face.mobilefacenet import MobileFaceNet
 from store_node.face.weights import (
     MOBILEFACENET_VERSION,
     EmbedderBackend,
@@ -78,13 +79,35 @@ class FacePipeline:
             AssetError: a weight file is missing or altered.
             WeightsError: the onnxruntime backend was asked for but is not installed.
         """
+        return cls.with_embedder(
+            load_mobilefacenet(home),
+            MOBILEFACENET_VERSION,
+            home,
+            flip=flip,
+            threads=threads,
+            backend=backend,
+        )
+
+    @classmethod
+    def with_embedder(
+        cls,
+        network: MobileFaceNet,
+        model_version: str,
+        home: Path | None = None,
+        *,
+        flip: bool = DEFAULT_FLIP,
+        threads: int | None = None,
+        backend: EmbedderBackend = "torch",
+    ) -> FacePipeline:
+        """The pretrained detector with ``network`` as the embedder, named ``model_version``.
+
+        For a fine-tuned embedder (a store's adopted model); arguments as for :meth:`load`.
+        """
         if threads is not None:
             torch.set_num_threads(threads)
         detector = FaceDetector(fuse_for_inference(load_retinaface(home)))
         embedder = FaceEmbedder(
-            prepare_embedder(load_mobilefacenet(home), backend),
-            model_version=MOBILEFACENET_VERSION,
-            flip=flip,
+            prepare_embedder(network, backend), model_version=model_version, flip=flip
         )
         return cls(detector, embedder)
 
