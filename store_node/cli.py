@@ -165,14 +165,7 @@ def enroll(
     member also consented to model_improvement.
     """
     with _opened(store) as (paths, config, gallery):
-        request = EnrolmentRequest(
-            member_id=member,
-            purposes=parse_purposes(consent),
-            policy_version=config.policy_version,
-            retention_days=config.retention_days,
-            display_name=name,
-            tier=tier,
-        )
+        request = EnrolmentRequest.under(config, member, parse_purposes(consent), name, tier)
         report = enrol_member(gallery, _pipeline(paths), request, photos)
     if as_json:
         print(

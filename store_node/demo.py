@@ -63,12 +63,14 @@ def store_demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON summary.")] = False,
 ) -> None:
     """Enrol LFW people into a fresh store, identify held-out photos and strangers, erase one."""
-    people = lfw_people(min_images=enrol_photos + 1)
+    everyone = lfw_people()
+    people = {name: paths for name, paths in everyone.items() if len(paths) > enrol_photos}
     rng = random.Random(seed)
     chosen = rng.sample(sorted(people), min(members, len(people)))
     # Strangers are LFW people with one photo that the default calibration did not use.
-    singles = sorted(name for name, paths in lfw_people().items() if len(paths) == 1)
-    walk_ins = rng.sample(singles[DEFAULT_CALIBRATION_PEOPLE:], min(strangers, len(singles)))
+    singles = sorted(name for name, paths in everyone.items() if len(paths) == 1)
+    picked = rng.sample(singles[DEFAULT_CALIBRATION_PEOPLE:], min(strangers, len(singles)))
+    walk_ins = [everyone[name][0] for name in picked]
 
     root = store or Path(tempfile.mkdtemp(prefix="loyalnet-demo-"))
     try:
@@ -84,7 +86,7 @@ def _run(
     root: Path,
     people: dict[str, list[Path]],
     chosen: list[str],
-    walk_ins: list[str],
+    walk_ins: list[Path],
     enrol_photos: int,
     quiet: bool,
 ) -> dict[str, Any]:
@@ -103,13 +105,7 @@ def _run(
             if index % 2 == 0:
                 purposes |= {Purpose.MODEL_IMPROVEMENT}
             result = MemberResult(f"M{index + 1:04d}", name.replace("_", " "), purposes)
-            request = EnrolmentRequest(
-                member_id=result.member_id,
-                purposes=purposes,
-                policy_version=config.policy_version,
-                retention_days=config.retention_days,
-                display_name=result.name,
-            )
+            request = EnrolmentRequest.under(config, result.member_id, purposes, result.name)
             try:
                 report = enrol_member(gallery, pipeline, request, people[name][:enrol_photos])
                 result.accepted = report.templates_added
@@ -143,10 +139,9 @@ def _run(
 
         stranger_task = bar.add_task("identifying walk-in strangers", total=len(walk_ins))
         strangers_seen = strangers_accepted = 0
-        singles = lfw_people()
-        for name in walk_ins:
+        for walk_in in walk_ins:
             for photo in identify_photos(
-                gallery, pipeline, singles[name], threshold.value, all_faces=False
+                gallery, pipeline, [walk_in], threshold.value, all_faces=False
             ):
                 if photo.faces:
                     strangers_seen += 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from loyalnet.errors import LoyalnetError
+from store_node.config import StoreConfig
 from store_node.face import FacePipeline, ImageError, load_image
 from store_node.face.detector import Face
 from store_node.face.images import ImageSource, describe_source
@@ -49,6 +50,25 @@ class EnrolmentRequest:
     retention_days: int
     display_name: str | None = None
     tier: str | None = None
+
+    @classmethod
+    def under(
+        cls,
+        config: StoreConfig,
+        member_id: str,
+        purposes: frozenset[Purpose],
+        display_name: str | None = None,
+        tier: str | None = None,
+    ) -> EnrolmentRequest:
+        """A request on the store's consent terms (its policy version and retention)."""
+        return cls(
+            member_id=member_id,
+            purposes=purposes,
+            policy_version=config.policy_version,
+            retention_days=config.retention_days,
+            display_name=display_name,
+            tier=tier,
+        )
 
 
 @dataclass(frozen=True)

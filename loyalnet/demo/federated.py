@@ -31,7 +31,7 @@ from coordinator.processes import LocalFederation, RunStatus
 from loyalnet.demo.evaluation import StoreScore, score_store
 from loyalnet.demo.stores import DemoPlan, DemoStore, plan_stores
 from loyalnet.errors import LoyalnetError
-from store_node.config import StoreConfig, StorePaths, write_config
+from store_node.config import StoreConfig, StorePaths, read_config, write_config
 from store_node.enrolment import EnrolmentError, EnrolmentRequest, enrol_member
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery, Purpose
@@ -131,7 +131,7 @@ def run_federated_demo(
     impostors = measure_impostor_scores(tuned, people, f"LFW single-photo people ({len(people)})")
     for report in reports:
         with _gallery(report.folder) as gallery:
-            gallery.set_calibration(impostors, StoreConfig(store_id=report.store.name).target_fpir)
+            gallery.set_calibration(impostors, read_config(StorePaths(report.folder)).target_fpir)
         step(f"{report.store.name}: measuring recognition with the federated model")
         report.after = _score(report, tuned)
 
@@ -189,13 +189,7 @@ def _enrol_store(report: StoreReport, pipeline: FacePipeline) -> None:
     consent = frozenset({Purpose.RECOGNITION, Purpose.MODEL_IMPROVEMENT})
     with Gallery.create(paths.database, paths.key) as gallery:
         for member in report.store.members:
-            request = EnrolmentRequest(
-                member_id=member.member_id,
-                purposes=consent,
-                policy_version=config.policy_version,
-                retention_days=config.retention_days,
-                display_name=member.name,
-            )
+            request = EnrolmentRequest.under(config, member.member_id, consent, member.name)
             try:
                 enrolled = enrol_member(gallery, pipeline, request, member.enrolment)
             except EnrolmentError:
@@ -206,7 +200,7 @@ def _enrol_store(report: StoreReport, pipeline: FacePipeline) -> None:
 
 
 def _score(report: StoreReport, pipeline: FacePipeline) -> StoreScore:
-    config = StoreConfig(store_id=report.store.name)
+    config = read_config(StorePaths(report.folder))
     with _gallery(report.folder) as gallery:
         threshold = decision_threshold(gallery, pipeline.model_version, config.target_fpir)
         return score_store(report.store, gallery, pipeline, threshold.value)

@@ -69,12 +69,12 @@ def plan_stores(plan: DemoPlan, home: Path | None = None) -> list[DemoStore]:
     rng = random.Random(plan.seed)
     noise = np.random.default_rng(plan.seed)
     wanted = plan.enrolment_photos + plan.probes_per_member
-    lfw = lfw_people(home, min_images=wanted)
+    all_lfw = lfw_people(home)
+    lfw = {name: paths for name, paths in all_lfw.items() if len(paths) >= wanted}
     names = rng.sample(sorted(lfw), 2 * plan.members_per_store)
-    singles = sorted(name for name, paths in lfw_people(home).items() if len(paths) == 1)
+    singles = sorted(name for name, paths in all_lfw.items() if len(paths) == 1)
     # The first singles calibrate thresholds; strangers come from the rest.
     walk_ins = rng.sample(singles[DEFAULT_CALIBRATION_PEOPLE:], 2 * plan.strangers_per_store)
-    all_lfw = lfw_people(home)
 
     stores: list[DemoStore] = []
     for index, camera in enumerate((CameraCondition.CLEAN, CameraCondition.LOW_RESOLUTION)):
