@@ -109,6 +109,9 @@ class StoreRounds(Strategy):
                 len(declined),
                 len(failed),
             )
+        # Replies arrive in whatever order the stores finish; averaging them in a fixed order
+        # makes the float sums, and so a run, reproducible.
+        counted.sort(key=_arrival_free_order)
         arrays, metrics = self.inner.aggregate_train(server_round, counted)
         metrics = metrics if metrics is not None else MetricRecord()
         metrics["stores-asked"] = self._asked
@@ -180,6 +183,13 @@ def aggregate_round_metrics(records: list[RecordDict], weight_key: str) -> Metri
         summary[key] = value / total_weight if total_weight else 0.0
     summary["train-seconds"] = slowest
     return summary
+
+
+def _arrival_free_order(reply: Message) -> tuple[float, ...]:
+    """A sort key from what a reply holds (its metrics), not from when it came."""
+    metrics = next(iter(reply.content.metric_records.values()), MetricRecord())
+    keys = (WEIGHT_KEY, "members", "loss-first-epoch", "loss-last-epoch")
+    return tuple(_number(metrics, key) for key in keys)
 
 
 def _weight(content: RecordDict) -> float | None:

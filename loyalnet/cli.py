@@ -31,6 +31,7 @@ def _mount_subcommands() -> None:
     # Imported here so that `loyalnet --help` does not pay for torch's import.
     from coordinator.cli import coordinator_app
     from loyalnet.demo.cli import demo_app
+    from simulations.cli import sim_app
     from store_node.bench.cli import bench_app
     from store_node.cli import store_app
 
@@ -38,6 +39,7 @@ def _mount_subcommands() -> None:
     app.add_typer(coordinator_app, name="coordinator")
     app.add_typer(bench_app, name="bench")
     app.add_typer(demo_app, name="demo")
+    app.add_typer(sim_app, name="sim")
 
 
 def main(argv: list[str] | None = None) -> None:

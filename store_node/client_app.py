@@ -32,6 +32,7 @@ member.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from logging import ERROR, INFO
 from pathlib import Path
 
@@ -50,6 +51,8 @@ STORE_DIR_KEY = "store-dir"
 """Node config key: the store folder (``gallery.db``, ``store.key``, ``store.toml``)."""
 THREADS_KEY = "threads"
 """Optional node config key: torch CPU threads for training on this machine."""
+SERVER_ROUND_KEY = "server-round"
+"""Round config key Flower's FedAvg sets to the round number (1, 2, ...)."""
 WEIGHT_KEY = "num-examples"
 """The metric FedAvg and FedProx weight replies by (their ``weighted_by_key`` default)."""
 
@@ -107,7 +110,7 @@ def _train(msg: Message, context: Context) -> Message:
     _set_threads(context)
     received = msg.content.array_records["arrays"]
     settings: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
-    config = TrainingConfig.from_run_config(dict(settings))
+    config = round_training_config(dict(settings))
     outcome = train_store_round(store_dir, received.to_torch_state_dict(), config)
     if outcome.backbone is None:
         log(INFO, "this store declines the round: %s", outcome.declined)
@@ -117,6 +120,20 @@ def _train(msg: Message, context: Context) -> Message:
     log(INFO, "round done: %d examples, %.1f s", outcome.examples, outcome.seconds)
     content = RecordDict({"arrays": sent, "metrics": reply_metrics(outcome, sent)})
     return Message(content, reply_to=msg)
+
+
+def round_training_config(settings: dict[str, object]) -> TrainingConfig:
+    """The round's training settings; the seed offset by the round number when it is sent.
+
+    Flower's FedAvg puts ``server-round`` in every training message. Offsetting the run's seed
+    by it gives each round its own crop order and augmentation draw (the same seed every round
+    would show the network the same augmented views again), and keeps rounds reproducible.
+    """
+    config = TrainingConfig.from_run_config(settings)
+    server_round = settings.get(SERVER_ROUND_KEY)
+    if isinstance(server_round, int) and not isinstance(server_round, bool):
+        config = replace(config, seed=config.seed + server_round)
+    return config
 
 
 def reply_metrics(outcome: TrainingOutcome, sent: ArrayRecord) -> MetricRecord:

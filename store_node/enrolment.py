@@ -119,8 +119,36 @@ def enrol_member(
         raise EnrolmentError(
             f"no usable photo of member {request.member_id} ({reasons}); nothing was enrolled."
         )
-    aligned = np.stack(crops)
-    embeddings = pipeline.embed(aligned)
+    return enrol_aligned(gallery, pipeline, request, np.stack(crops), outcomes)
+
+
+def enrol_aligned(
+    gallery: Gallery,
+    pipeline: FacePipeline,
+    request: EnrolmentRequest,
+    crops: np.ndarray,
+    photos: Sequence[PhotoOutcome] = (),
+) -> EnrolmentReport:
+    """Enrol ``request.member_id`` from faces already found and aligned.
+
+    The second half of :func:`enrol_member`, for callers that align the photos themselves
+    (the research simulation aligns every photo once). Consent is recorded first, then the
+    templates, then (if consent allows) the crops.
+
+    Args:
+        crops: (K, 112, 112, 3) uint8 aligned crops, K >= 1.
+        photos: what happened to each photo, for the report.
+
+    Raises:
+        EnrolmentError: the consent lacks ``recognition`` or there is no crop; the gallery is
+            unchanged.
+    """
+    if Purpose.RECOGNITION not in request.purposes or len(crops) == 0:
+        raise EnrolmentError(
+            f"member {request.member_id} needs consent to 'recognition' and at least one face "
+            "to be enrolled; nothing was enrolled."
+        )
+    embeddings = pipeline.embed(crops)
     gallery.add_member(request.member_id, request.display_name, request.tier)
     consent = gallery.record_consent(
         request.member_id,
@@ -129,11 +157,11 @@ def enrol_member(
         retention_days=request.retention_days,
     )
     result = gallery.add_templates(
-        request.member_id, embeddings, pipeline.model_version, crops=aligned
+        request.member_id, embeddings, pipeline.model_version, crops=crops
     )
     return EnrolmentReport(
         member_id=request.member_id,
-        photos=outcomes,
+        photos=list(photos),
         templates_added=result.templates_added,
         crops_stored=result.crops_stored,
         consent=consent,
