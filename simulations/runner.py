@@ -190,14 +190,15 @@ def run_experiment(
         experiment=experiment.name,
         seed=experiment.seed,
         settings=experiment.as_dict(),
-        stores=population.describe(),
+        stores=_describe(population, book),
         heldout=[
             {
                 "condition": v.condition,
                 "people": int(np.unique(v.people).size),
                 "photos": v.crops.size,
+                "photos_without_face": sum(map(len, drawn.people.values())) - v.crops.size,
             }
-            for v in evaluation.heldout
+            for v, drawn in zip(evaluation.heldout, population.heldout, strict=True)
         ],
         lfw_pairs=len(evaluation.lfw),
         strategies=ordered,
@@ -209,6 +210,21 @@ def run_experiment(
 
 
 # -- photos and the evaluation set ------------------------------------------------------------
+
+
+def _describe(population: Population, book: PhotoBook) -> list[dict[str, Any]]:
+    """Per store, what was drawn and how many of its photos the detector found no face in
+    (such enrolment photos enrol nothing; such probes count as misses)."""
+    described = population.describe()
+    for entry, store in zip(described, population.stores, strict=True):
+
+        def faceless(paths: Sequence[Path], condition: str = store.condition) -> int:
+            return sum(book.crop(Shot(path, condition)) is None for path in paths)
+
+        entry["enrol_photos_without_face"] = sum(faceless(m.enrol) for m in store.members)
+        entry["probes_without_face"] = sum(faceless(m.probes) for m in store.members)
+        entry["strangers_without_face"] = faceless(store.strangers)
+    return described
 
 
 def _lfw_pairs(experiment: Experiment, population: Population, home: Path | None) -> list[Pair]:
