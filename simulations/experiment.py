@@ -269,6 +269,11 @@ class Experiment:
         """The distinct conditions other than ``clean``, in order of first appearance."""
         return list(dict.fromkeys(c for c in self.store_conditions() if c != "clean"))
 
+    def store_training(self) -> dict[str, bool | int | float]:
+        """The training settings every store gets, as the coordinator sends them: the
+        ``[training]`` table in run config keys, with the experiment's seed."""
+        return {**self.training.run_config(), "seed": self.seed}
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able record of every setting, laid out like the file.
 

@@ -35,8 +35,6 @@ experiment's seed (only here: a coordinator's real noise must never be predictab
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +86,7 @@ def settings_for(
         min_stores=stores,
         store_wait_seconds=STORE_WAIT_SECONDS,
         round_timeout_seconds=3600.0,
-        training={**experiment.training.run_config(), "seed": experiment.seed},
+        training=experiment.store_training(),
         dp_noise_multiplier=experiment.privacy.noise_multiplier if private else 0.0,
         dp_clipping_norm=experiment.privacy.clipping_norm,
         dp_delta=experiment.privacy.delta,
@@ -193,7 +191,6 @@ def _run_strategy(
         on_round(strategy, server_round, arrays.to_torch_state_dict())
         return None
 
-    started = time.monotonic()
     result = build_strategy(settings).start(
         grid=grid,
         initial_arrays=ArrayRecord(dict(initial)),
@@ -202,7 +199,6 @@ def _run_strategy(
         train_config=ConfigRecord(round_config),
         evaluate_fn=evaluate,
     )
-    logging.getLogger(__name__).debug("%s took %.1f s", strategy, time.monotonic() - started)
     model_bytes = ArrayRecord(dict(initial)).count_bytes()
     rounds = []
     for server_round in range(1, settings.num_rounds + 1):

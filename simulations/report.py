@@ -7,7 +7,8 @@
    1e-2 / 1e-3 as fractions, LFW accuracy as a percentage, the traffic per round in MB
    (10^6 bytes, both directions, all stores), the training seconds per round and the DP epsilon;
 2. "gain recovered", when the experiment ran both ``none`` (the pretrained model) and
-   ``centralized`` (all stores' data pooled, the upper bound);
+   ``centralized`` (all stores' data pooled, the upper bound): against centralized's last
+   round, and against its best round for each TAR (picked on the test people: optimistic);
 3. TAR per held-out condition;
 4. rank-1 per store, with each store's camera condition;
 5. a footer: LFW pairs used, the total wall time, and the strategies' notes.

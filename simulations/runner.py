@@ -77,11 +77,6 @@ class _Run:
     round0: ModelScore
     shown: Progress
 
-    @property
-    def training(self) -> dict[str, bool | int | float]:
-        """The stores' training settings, as the coordinator sends them."""
-        return {**self.experiment.training.run_config(), "seed": self.experiment.seed}
-
     def score(
         self,
         backbone: dict[str, torch.Tensor],
@@ -438,7 +433,7 @@ def _centralized(run: _Run, pooled: Path) -> StrategyResult:
         costs[server_round] = (0, seconds, None)
         run.shown.advance(task)
 
-    outcome = train_alone(folder, run.initial, run.training, rounds, after_round)
+    outcome = train_alone(folder, run.initial, run.experiment.store_training(), rounds, after_round)
     crops = sum(test.gallery.size for test in run.evaluation.stores)
     note = (
         f"pooled {crops} enrolment crops of every store in one place "
@@ -472,7 +467,9 @@ def _local_only(run: _Run, originals: list[Path]) -> StrategyResult:
             seconds[server_round] = seconds.get(server_round, 0.0) + spent
             run.shown.advance(task)
 
-        outcome = train_alone(folder, run.initial, run.training, rounds, after_round)
+        outcome = train_alone(
+            folder, run.initial, run.experiment.store_training(), rounds, after_round
+        )
         if outcome.declined_rounds:
             declined.append(f"{folder.name} ({outcome.reason})")
     scores = {0: run.round0} | {n: _average(s) for n, s in per_store.items()}

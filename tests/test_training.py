@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flwr.app import ArrayRecord
 
+from store_node.client_app import reply_metrics
 from store_node.config import StoreConfig, StorePaths, write_config
 from store_node.enrolment import EnrolmentRequest, enrol_member, prominent_faces
 from store_node.face import FacePipeline
@@ -208,7 +210,7 @@ def test_a_store_with_too_few_members_declines(
     outcome = train_store_round(store, global_backbone, TrainingConfig(min_members=7))
     assert outcome.backbone is None and outcome.examples == 0 and outcome.members == 6
     assert outcome.declined == "only 6 consenting members, the run needs 7"
-    assert outcome.reply_metrics()["declined"] == 1
+    assert reply_metrics(outcome, ArrayRecord())["declined"] == 1
     assert _raw(StorePaths(store).database, "SELECT count(*) FROM class_weights") == [(0,)]
 
 

@@ -182,17 +182,6 @@ class TrainingOutcome:
     declined: str
     new_class_weights: int = 0
 
-    def reply_metrics(self) -> dict[str, int | float]:
-        """Numbers for the Flower reply's MetricRecord (``declined`` is 1 or 0)."""
-        return {
-            "examples": self.examples,
-            "members": self.members,
-            "declined": int(bool(self.declined)),
-            "loss_first_epoch": self.loss_first_epoch,
-            "loss_last_epoch": self.loss_last_epoch,
-            "seconds": self.seconds,
-        }
-
 
 def train_store_round(
     store_dir: Path,
