@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from coordinator.flwr_cli import StoreAlreadyRegisteredError
 from coordinator.home import DEFAULT_SUPERLINK_PORT, CoordinatorHome, create_coordinator_home
@@ -68,15 +69,26 @@ def init(
 ) -> None:
     """Create the coordinator folder: certificates, stores/ and coordinator.toml.
 
-    The folder gets a CA and a SuperLink certificate for the hosts (keys 0600). Hand
-    tls/ca.crt to every store (`loyalnet store join --ca ca.crt ...`); tls/ca.key never
-    leaves this folder.
+    The folder gets a CA and a SuperLink certificate for the hosts, and the Ed25519 key that
+    signs every model version (keys 0600). Hand tls/ca.crt and tls/model-signing.pub to every
+    store (`loyalnet store join --ca ca.crt ...` finds the key beside the certificate); the
+    private keys never leave this folder.
     """
     home = create_coordinator_home(_home(folder).folder, chain, hosts or [], port)
     hosts_text = ", ".join(home.read_config().hosts)
-    out.print(f"coordinator of chain [bold]{chain}[/] created in {home.folder}")
-    out.print(f"  SuperLink certificate for {hosts_text}, port {port}")
-    out.print(f"  give every store the CA certificate {home.tls.ca_certificate.resolve()}:")
+    out.print(
+        f"coordinator of chain [bold]{escape(chain)}[/] created in {escape(str(home.folder))}"
+    )
+    out.print(f"  SuperLink certificate for {escape(hosts_text)}, port {port}")
+    out.print(
+        f"  model-signing key {escape(str(home.tls.model_signing_key))} (0600): signs every "
+        "model version"
+    )
+    out.print(
+        f"  give every store the CA certificate {escape(str(home.tls.ca_certificate.resolve()))} "
+        "and the model-signing public key "
+        f"{escape(str(home.tls.model_signing_public_key.resolve()))}, side by side:"
+    )
     out.print(f"    loyalnet store join --ca ca.crt --superlink HOST:{port}")
 
 
@@ -98,7 +110,8 @@ def register_store(
     home = _home(folder)
     config = home.read_config()
     kept, new = home.admit_store(name, public_key)
-    out.print(f"store [bold]{name}[/]: public key {'kept in' if new else 'already in'} {kept}")
+    where = "kept in" if new else "already in"
+    out.print(f"store [bold]{escape(name)}[/]: public key {where} {escape(str(kept))}")
     address = f"{LOCALHOST}:{config.superlink_port}"
     if not _listening(config.superlink_port):
         out.print(

@@ -4,7 +4,8 @@
 
     coordinator-home/
       coordinator.toml   chain name, SuperLink port, certificate hosts (plain text, no secrets)
-      tls/               CA and SuperLink certificate and keys (coordinator.pki; keys 0600)
+      tls/               CA and SuperLink certificate and keys, and the model-signing key
+                         pair that signs every model version (coordinator.pki; keys 0600)
       stores/<name>.pub  each admitted store's SuperNode public key (OpenSSH, public)
       flower/            the SuperLink's database, logs and FLWR_HOME (LocalFederation)
 

@@ -4,8 +4,11 @@ A version ``n`` in a folder is two files:
 
 - ``model-v000n.pt``: the state_dict (plain float32 tensors, ``loyalnet.model_arrays`` keys),
   written with ``torch.save``;
-- ``model-v000n.json``: its manifest: the file's sha256 and size, when it was made, the run
-  config that made it and the per-round training metrics (aggregates over stores only).
+- ``model-v000n.json``: its manifest: the file's sha256 and size, the tensors' canonical
+  digest (``state_sha256``) and their names, dtypes and shapes (``arrays``), when it was made,
+  the run config that made it and the per-round training metrics (aggregates over stores
+  only), signed with the chain's model-signing key when the coordinator has one
+  (``loyalnet.model_signing``): stores holding the public key adopt nothing unsigned.
 
 The ``.pt`` file is linked into place under its final name only if that name is free, which
 claims the version number even when two coordinators write into one folder; the manifest is
@@ -23,10 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from coordinator.errors import ModelVersionError
 from loyalnet import __version__
 from loyalnet.assets import sha256_of
+from loyalnet.model_digest import array_list, state_digest
+from loyalnet.model_signing import sign_manifest
 
 _NAME = re.compile(r"^model-v(\d{4,})\.json$")
 MetricValue = int | float | list[int] | list[float]
@@ -59,8 +65,15 @@ def save_model_version(
     state_dict: Mapping[str, torch.Tensor],
     run_config: Mapping[str, bool | int | float | str],
     per_round_metrics: Mapping[int, Mapping[str, MetricValue]],
+    *,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> ModelVersion:
     """Save ``state_dict`` as the folder's next model version, with its manifest.
+
+    Args:
+        signing_key: the chain's model-signing key (``coordinator.pki.load_model_signing_key``);
+            None writes an unsigned manifest, which only stores without the chain's public key
+            adopt.
 
     Raises:
         ModelVersionError: the state is empty or the folder cannot be written.
@@ -70,17 +83,20 @@ def save_model_version(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         staged = folder / f".model-{os.getpid()}-{os.urandom(4).hex()}.pt.tmp"
-        torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, staged)
+        state = {key: value.detach().cpu() for key, value in state_dict.items()}
+        torch.save(state, staged)
         try:
             version, path = _claim(folder, staged)
         finally:
             staged.unlink(missing_ok=True)
         saved = ModelVersion(version, path, sha256_of(path), datetime.now(UTC))
-        manifest = {
+        manifest: dict[str, object] = {
             "version": saved.version,
             "file": path.name,
             "sha256": saved.sha256,
             "bytes": path.stat().st_size,
+            "state_sha256": state_digest(state),
+            "arrays": array_list(state),
             "created_at": saved.created_at.isoformat(),
             "tensors": len(state_dict),
             "values": sum(value.numel() for value in state_dict.values()),
@@ -90,6 +106,8 @@ def save_model_version(
                 str(round_): dict(metrics) for round_, metrics in sorted(per_round_metrics.items())
             },
         }
+        if signing_key is not None:
+            manifest = sign_manifest(manifest, signing_key)
         _write_atomically(saved.manifest_path, json.dumps(manifest, indent=2) + "\n")
     except OSError as err:
         raise ModelVersionError(
@@ -127,6 +145,23 @@ def load_model_version(saved: ModelVersion) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelVersionError(f"{saved.path} does not hold a state_dict of tensors.")
     return {str(key): value for key, value in state.items()}
+
+
+def read_manifest(saved: ModelVersion) -> dict[str, object]:
+    """The version's manifest as written (signature included), for handing to a store.
+
+    Raises:
+        ModelVersionError: the manifest is unreadable.
+    """
+    try:
+        manifest = json.loads(saved.manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelVersionError(
+            f"model manifest {saved.manifest_path} is unreadable ({err}); restore it."
+        ) from err
+    if not isinstance(manifest, dict):
+        raise ModelVersionError(f"model manifest {saved.manifest_path} is not a JSON object.")
+    return manifest
 
 
 def _claim(folder: Path, staged: Path) -> tuple[int, Path]:

@@ -13,6 +13,13 @@ Files written into the coordinator's ``tls/`` folder:
 | ``ca.key`` | CA private key | 0600 |
 | ``server.pem`` | SuperLink certificate, SAN ``localhost``, ``127.0.0.1`` and extra hosts | 0644 |
 | ``server.key`` | SuperLink private key | 0600 |
+| ``model-signing.key`` | Ed25519 key that signs every saved model version | 0600 |
+| ``model-signing.pub`` | its public key, handed to every store with ``ca.crt`` | 0644 |
+
+The model-signing key is separate from the CA: it signs model manifests
+(``loyalnet.model_signing``), a different job from vouching for the SuperLink, and a store
+checks it offline when it adopts a model, long after any TLS connection has closed. Its public
+key sits beside ``ca.crt`` so that ``loyalnet store join --ca tls/ca.crt`` finds it there.
 """
 
 from __future__ import annotations
@@ -26,9 +33,16 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from loyalnet.errors import LoyalnetError
+from loyalnet.model_signing import (
+    MODEL_SIGNING_PUBLIC_KEY,
+    private_key_pem,
+    public_key_pem,
+    read_private_key,
+)
 from loyalnet.secret_files import write_secret_file
 
 CA_VALIDITY = dt.timedelta(days=3650)
@@ -58,6 +72,16 @@ class CoordinatorTls:
     def server_key(self) -> Path:
         return self.folder / "server.key"
 
+    @property
+    def model_signing_key(self) -> Path:
+        """The Ed25519 key that signs model versions (0600; never leaves the coordinator)."""
+        return self.folder / "model-signing.key"
+
+    @property
+    def model_signing_public_key(self) -> Path:
+        """Its public key, which stores check model versions with."""
+        return self.folder / MODEL_SIGNING_PUBLIC_KEY
+
     def exists(self) -> bool:
         """True when every file is there."""
         return all(
@@ -76,7 +100,15 @@ def create_coordinator_tls(
     """
     tls = CoordinatorTls(folder)
     if any(
-        p.exists() for p in (tls.ca_certificate, tls.ca_key, tls.server_certificate, tls.server_key)
+        p.exists()
+        for p in (
+            tls.ca_certificate,
+            tls.ca_key,
+            tls.server_certificate,
+            tls.server_key,
+            tls.model_signing_key,
+            tls.model_signing_public_key,
+        )
     ):
         raise LoyalnetError(
             f"{folder} already holds certificates; refusing to replace them, since every "
@@ -133,7 +165,40 @@ def create_coordinator_tls(
     write_secret_file(tls.server_key, _private_pem(server_key))
     tls.ca_certificate.write_bytes(ca_certificate.public_bytes(serialization.Encoding.PEM))
     tls.server_certificate.write_bytes(server_certificate.public_bytes(serialization.Encoding.PEM))
+    create_model_signing_key(tls)
     return tls
+
+
+def create_model_signing_key(tls: CoordinatorTls) -> Path:
+    """Make the chain's model-signing key pair in ``tls``'s folder; return the public key's path.
+
+    Called by :func:`create_coordinator_tls`; call it alone only for a chain created before
+    models were signed, then hand the public key to every store (``loyalnet store join``).
+
+    Raises:
+        LoyalnetError: a model-signing key exists already (stores may trust it).
+    """
+    if tls.model_signing_key.exists() or tls.model_signing_public_key.exists():
+        raise LoyalnetError(
+            f"{tls.folder} already holds a model-signing key; refusing to replace it, since "
+            "stores adopt only models it signed. Move it away first to start over."
+        )
+    tls.folder.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    write_secret_file(tls.model_signing_key, private_key_pem(key))
+    tls.model_signing_public_key.write_bytes(public_key_pem(key.public_key()))
+    return tls.model_signing_public_key
+
+
+def load_model_signing_key(tls: CoordinatorTls) -> Ed25519PrivateKey | None:
+    """The chain's model-signing key, or None for a chain created before models were signed.
+
+    Raises:
+        ModelSignatureError: the key file exists but is unreadable or no Ed25519 key.
+    """
+    if not tls.model_signing_key.exists():
+        return None
+    return read_private_key(tls.model_signing_key)
 
 
 def _general_name(host: str) -> x509.GeneralName:

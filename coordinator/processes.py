@@ -67,6 +67,9 @@ NODE_PRIVATE_KEY_NAME = "node_key"
 REFUSED_EXIT_CODE = 305
 """The Flower exit code a SuperNode logs when it cannot connect, e.g. with an unregistered
 key (the process itself exits with status 1)."""
+SUPERNODE_COMMAND = "loyalnet-supernode"
+"""A store's SuperNode: ``flower-supernode`` that refuses app bundles other than loyalnet's
+(``store_node.app_guard``; named, not imported: the coordinator imports no store code)."""
 _FLOWER_EXIT_CODE = re.compile(r"Exit Code: (\d+)")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -331,6 +334,10 @@ class LocalFederation:
     ) -> ManagedProcess:
         """Start the SuperNode of the store in ``store_dir``.
 
+        It runs as ``loyalnet-supernode``, Flower's ``flower-supernode`` with the store's app
+        bundle check (``store_node.app_guard``): it runs only the ClientApp installed here and
+        refuses, with an error reply, a bundle that carries code or names another app.
+
         Args:
             name: names its log and FLWR_HOME: letters, digits, '-' and '_'.
             store_dir: given to the ClientApp as node config ``store-dir``.
@@ -364,7 +371,7 @@ class LocalFederation:
         values: dict[str, TomlScalar] = {"store-dir": str(Path(store_dir).resolve())}
         config_file.write_text(toml_table(None, {**values, **(node_config or {})}), "utf-8")
         command = [
-            str(self.bin_dir / "flower-supernode"),
+            str(self.bin_dir / SUPERNODE_COMMAND),
             *security,
             "--superlink",
             superlink_address,

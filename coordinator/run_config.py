@@ -5,7 +5,17 @@ declares, so :func:`default_run_config` lists every key; ``coordinator.flower_ap
 them into the app's pyproject.toml. Keys:
 
 - ``coordinator-dir``: the coordinator's folder; model versions go to ``<it>/models``.
-- ``strategy``: ``"fedavg"`` (default) or ``"fedprox"``.
+- ``strategy``: how the stores' updates are combined. ``"fedavg"`` (default) or
+  ``"fedprox"``: the mean weighted by crops; ``"trimmed-mean"``: per number, the mean of the
+  stores' values after cutting ``trim-fraction`` of them off each end (Flower's
+  FedTrimmedAvg, Yin et al. 2018); ``"median"``: per number, the median of the stores' values
+  (Flower's FedMedian). The last two weigh every store the same, ignoring store sizes, and
+  per number no value from up to floor(beta * stores) stores at either end (trimmed mean) or
+  from fewer than half of the stores (median) can pull the result outside the others' values
+  (:mod:`coordinator.strategy`).
+- ``trim-fraction``: beta of ``"trimmed-mean"``, in [0, 0.5): floor(beta * stores) values
+  are cut off each end of every number, so it cuts nothing below 1 / beta stores (5 at the
+  default 0.2).
 - ``proximal-mu``: FedProx's mu, sent to the stores when the strategy is FedProx.
 - ``num-rounds``: rounds in the run.
 - ``min-stores``: a round starts only with at least this many stores connected, and all
@@ -15,10 +25,22 @@ them into the app's pyproject.toml. Keys:
 - ``round-timeout-seconds``: how long a round waits for replies; a store that has not
   answered by then is left out of the round. (A store whose SuperNode dies is noticed sooner,
   when it misses its heartbeats: about a minute.)
+- ``max-update-norm``: B, > 0: every store's update (trained minus received, L2 over the
+  whole backbone's parameters) longer than B is shortened to B before averaging. The
+  default, 0.5, is about 5 times the largest update measured (see ``dp-clipping-norm``);
+  raise it with ``local-epochs`` or ``learning-rate``. A private run clips at
+  ``dp-clipping-norm`` instead.
+- ``max-weight-multiple``: K, >= 1: a store weighs at most K times the median store's
+  ``num-examples`` of the round (default 5), so one store claiming 1e12 crops cannot
+  replace the global model. Both bounds, and the screening of replies that are no update of
+  the global model (NaN, other shapes, a count that is no count), are in
+  :mod:`coordinator.store_influence` and :mod:`coordinator.update_screening`; rejected stores
+  are counted in the round's ``stores-rejected`` metric.
 - ``dp-noise-multiplier``: sigma of the differentially private run (0, the default, is no DP).
   Above 0 every store clips its update and the coordinator adds Gaussian noise of standard
   deviation sigma * ``dp-clipping-norm`` / (stores averaged) to the average; see
-  :mod:`coordinator.store_privacy`. Needs ``freeze-batchnorm`` true.
+  :mod:`coordinator.store_privacy`. Needs ``freeze-batchnorm`` true and ``strategy``
+  ``"fedavg"`` or ``"fedprox"`` (the noise is sized for a mean).
 - ``dp-clipping-norm``: C, the L2 norm each store's whole backbone update (trained minus
   received) is clipped to, > 0. The default, 0.05, is about the largest update measured with
   the default training settings: 1e-4 to 0.01 for stores of 6 to 20 LFW members x 3 crops, 0.057
@@ -43,7 +65,13 @@ from typing import Literal
 from coordinator.errors import RunConfigError
 
 ConfigValue = bool | int | float | str
-StrategyName = Literal["fedavg", "fedprox"]
+StrategyName = Literal["fedavg", "fedprox", "trimmed-mean", "median"]
+STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedprox", "trimmed-mean", "median")
+MEAN_STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedprox")
+"""The strategies that average (a private run's noise is sized for a mean)."""
+DEFAULT_TRIM_FRACTION = 0.2
+DEFAULT_MAX_UPDATE_NORM = 0.5
+DEFAULT_MAX_WEIGHT_MULTIPLE = 5.0
 
 TRAINING_DEFAULTS: dict[str, bool | int | float] = {
     "local-epochs": 1,
@@ -66,6 +94,9 @@ _SERVER_DEFAULTS: dict[str, ConfigValue] = {
     "min-stores": 2,
     "store-wait-seconds": 600.0,
     "round-timeout-seconds": 3600.0,
+    "trim-fraction": DEFAULT_TRIM_FRACTION,
+    "max-update-norm": DEFAULT_MAX_UPDATE_NORM,
+    "max-weight-multiple": DEFAULT_MAX_WEIGHT_MULTIPLE,
     "dp-noise-multiplier": 0.0,
     "dp-clipping-norm": 0.05,
     "dp-delta": 1e-5,
@@ -96,6 +127,9 @@ class FederationSettings:
     dp_noise_multiplier: float
     dp_clipping_norm: float
     dp_delta: float
+    trim_fraction: float = DEFAULT_TRIM_FRACTION
+    max_update_norm: float = DEFAULT_MAX_UPDATE_NORM
+    max_weight_multiple: float = DEFAULT_MAX_WEIGHT_MULTIPLE
 
     @property
     def private(self) -> bool:
@@ -119,10 +153,13 @@ class FederationSettings:
             raise RunConfigError(
                 "run config coordinator-dir is empty; set it to the coordinator's folder."
             )
-        strategy = _text(values, "strategy")
-        if strategy not in ("fedavg", "fedprox"):
+        name = _text(values, "strategy")
+        strategy = next((known for known in STRATEGIES if known == name), None)
+        if strategy is None:
             raise RunConfigError(
-                f"run config strategy = {strategy!r} is unknown; use 'fedavg' or 'fedprox'."
+                f"run config strategy = {name!r} is unknown; use one of "
+                + ", ".join(repr(known) for known in STRATEGIES)
+                + "."
             )
         training = {key: _like(values, key, default) for key, default in TRAINING_DEFAULTS.items()}
         noise = _number(values, "dp-noise-multiplier", minimum=0.0)
@@ -132,6 +169,20 @@ class FederationSettings:
             raise RunConfigError("run config dp-clipping-norm = 0 should be a number > 0.")
         if not 0 < delta < 1:
             raise RunConfigError(f"run config dp-delta = {delta} should be between 0 and 1.")
+        if noise > 0 and strategy not in MEAN_STRATEGIES:
+            raise RunConfigError(
+                f"run config dp-noise-multiplier > 0 needs strategy 'fedavg' or 'fedprox', not "
+                f"{strategy!r}: the noise is sized for a mean of clipped updates, and a "
+                "trimmed mean or median moves further when one store changes."
+            )
+        trim = _number(values, "trim-fraction", minimum=0.0)
+        if trim >= 0.5:
+            raise RunConfigError(
+                f"run config trim-fraction = {trim} should be below 0.5 (it is cut off each end)."
+            )
+        bound = _number(values, "max-update-norm", minimum=0.0)
+        if bound == 0:
+            raise RunConfigError("run config max-update-norm = 0 should be a number > 0.")
         if noise > 0 and training["freeze-batchnorm"] is not True:
             raise RunConfigError(
                 "run config dp-noise-multiplier > 0 needs freeze-batchnorm = true: live "
@@ -140,7 +191,7 @@ class FederationSettings:
             )
         return cls(
             coordinator_dir=Path(folder),
-            strategy="fedprox" if strategy == "fedprox" else "fedavg",
+            strategy=strategy,
             proximal_mu=_number(values, "proximal-mu", minimum=0.0),
             num_rounds=_whole(values, "num-rounds", minimum=1),
             min_stores=_whole(values, "min-stores", minimum=1),
@@ -150,6 +201,9 @@ class FederationSettings:
             dp_noise_multiplier=noise,
             dp_clipping_norm=clipping,
             dp_delta=delta,
+            trim_fraction=trim,
+            max_update_norm=bound,
+            max_weight_multiple=_number(values, "max-weight-multiple", minimum=1.0),
         )
 
 

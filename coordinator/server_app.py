@@ -14,15 +14,17 @@ The coordinator handles arrays, metrics and configuration only: no face code is 
 
 from __future__ import annotations
 
-from logging import INFO
+from logging import INFO, WARNING
 
 from flwr.app import ArrayRecord, ConfigRecord, ConfigRecordValues, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from coordinator.errors import NoStoreTrainedError
+from coordinator.home import CoordinatorHome
 from coordinator.initial_model import pretrained_backbone
 from coordinator.model_versions import save_model_version
+from coordinator.pki import load_model_signing_key
 from coordinator.run_config import FederationSettings
 from coordinator.strategy import build_strategy
 
@@ -49,8 +51,21 @@ def main(grid: Grid, context: Context) -> None:
             f"no store sent an update in {settings.num_rounds} round(s) (per round: {metrics}); "
             "no model version was written. Check the stores' logs and min-members."
         )
+    tls = CoordinatorHome(settings.coordinator_dir).tls
+    signing_key = load_model_signing_key(tls)
+    if signing_key is None:
+        log(
+            WARNING,
+            "no model-signing key at %s: the model version is saved unsigned, and stores that "
+            "hold the chain's public key will refuse it",
+            tls.model_signing_key,
+        )
     saved = save_model_version(
-        settings.models_dir, result.arrays.to_torch_state_dict(), context.run_config, metrics
+        settings.models_dir,
+        result.arrays.to_torch_state_dict(),
+        context.run_config,
+        metrics,
+        signing_key=signing_key,
     )
     log(INFO, "model version %d saved: %s (sha256 %s)", saved.version, saved.path, saved.sha256)
     if settings.private:

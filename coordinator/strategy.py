@@ -1,23 +1,42 @@
-"""The training strategy: Flower's FedAvg or FedProx, with three things a chain of stores needs.
+"""The training strategy: Flower's FedAvg, FedProx, trimmed mean or median, with what a chain
+of stores needs.
 
 :class:`StoreRounds` wraps the chosen Flower strategy (as Flower's own differential-privacy
 wrappers do) and delegates everything to it, except that:
 
 1. a round waits at most ``store_wait_seconds`` for ``min_available_nodes`` connected stores,
    then fails the run with :class:`TooFewStoresError`. Flower's sampling waits forever.
-2. replies from stores that declined (``num-examples`` 0 and no arrays, see
-   ``store_node.client_app``) are left out before averaging: FedAvg would reject their empty
-   array record as inconsistent with the others, and when every store declines it would
-   divide by a total weight of 0. Left out, such a round aggregates nothing and the global
-   model stays as it was.
-3. each round's metrics are store-level aggregates (:func:`aggregate_round_metrics`) plus
-   counts of the stores asked, trained, declined and failed (an error reply, or no reply
-   before the round's timeout: a dead store's SuperNode misses its heartbeats and the SuperLink
-   answers for it with an error after about a minute).
+2. replies from stores that declined (an empty array record and ``declined`` 1, or from an
+   older store ``num-examples`` 0; see ``store_node.client_app``) are left out before
+   averaging: FedAvg would reject their empty array record as inconsistent with the others,
+   and when every store declines it would divide by a total weight of 0. Left out, such a
+   round aggregates nothing and the global model stays as it was.
+3. no single store's reply is trusted (:func:`build_strategy` turns this on): a reply that is
+   no update of the global model (NaN or infinity, other names, shapes or dtypes, a
+   ``num-examples`` that is no whole number >= 1) is rejected and logged with its reason
+   (:mod:`coordinator.update_screening`); of the rest, each store's weight is capped at
+   ``max-weight-multiple`` times the round's median and each update's L2 norm bounded by
+   ``max-update-norm`` (:mod:`coordinator.store_influence`).
+4. each round's metrics are store-level aggregates (:func:`aggregate_round_metrics`) plus
+   counts of the stores asked, trained, declined, rejected and failed (an error reply, or no
+   reply before the round's timeout: a dead store's SuperNode misses its heartbeats and the
+   SuperLink answers for it with an error after about a minute), and of the updates whose
+   norm was clipped (``updates-clipped``) and weights capped (``weights-capped``).
 
-Only the trained stores' replies reach the wrapped strategy. In a differentially private run
-(``dp-noise-multiplier`` > 0) that strategy is :class:`coordinator.store_privacy.StorePrivacy`
-around FedAvg or FedProx, so the DP noise is sized to the stores actually averaged.
+Only the accepted stores' replies reach the wrapped strategy, in an order that does not depend
+on when they arrived. In a differentially private run (``dp-noise-multiplier`` > 0) that
+strategy is :class:`coordinator.store_privacy.StorePrivacy` around FedAvg or FedProx, so the DP
+noise is sized to the stores actually averaged.
+
+The robust strategies are Flower's own: ``"trimmed-mean"`` is FedTrimmedAvg and ``"median"``
+FedMedian (Yin, Chen, Ramchandran and Bartlett, "Byzantine-Robust Distributed Learning:
+Towards Optimal Statistical Rates", ICML 2018, https://arxiv.org/abs/1803.01498). For the m
+stores' models w_1..w_m and each number (coordinate) c, the median takes the median of
+w_1[c]..w_m[c]; the trimmed mean sorts them, drops the floor(beta m) lowest and highest
+(beta = ``trim-fraction``) and averages the rest. Both weigh every store the same (a store
+claiming more crops gains nothing), and as long as fewer stores than are cut off (trimmed mean)
+or fewer than half of them (median) send values far off, each coordinate stays within the
+range of the others' values. They run after the same screening and bounds as FedAvg.
 """
 
 from __future__ import annotations
@@ -25,34 +44,50 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from logging import INFO
+from logging import INFO, WARNING
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Strategy
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from coordinator.errors import TooFewStoresError
-from coordinator.run_config import FederationSettings
+from coordinator.errors import RunConfigError, TooFewStoresError
+from coordinator.run_config import MEAN_STRATEGIES, FederationSettings, StrategyName
+from coordinator.store_influence import (
+    InfluenceBounds,
+    bounded_update,
+    capped_weights,
+    keep_statistics,
+)
 from coordinator.store_privacy import StorePrivacy
+from coordinator.update_screening import (
+    EXAMPLES_KEY,
+    is_declined,
+    rejection,
+    reported_examples,
+    reported_metrics,
+)
 
-WEIGHT_KEY = "num-examples"
-"""The reply metric FedAvg weights by; a declining store sends 0."""
+WEIGHT_KEY = EXAMPLES_KEY
+"""The reply metric FedAvg weights by: the crops a store trained on (capped, see above)."""
 
 
 def build_strategy(settings: FederationSettings) -> StoreRounds:
-    """FedAvg, or FedProx when the run config says so, wrapped in :class:`StoreRounds`.
+    """The run's averaging strategy, wrapped in :class:`StoreRounds` with every store screened.
 
     Every connected store is asked each round (``fraction_train`` 1.0); a round needs at least
     ``min-stores`` of them. There is no federated evaluation round: the stores have no
     evaluate handler, and the model is judged when a store adopts it. A private run wraps the
-    averaging strategy in :class:`StorePrivacy`.
+    averaging strategy in :class:`StorePrivacy`, which bounds the updates' norms itself.
     """
-    averaging: Callable[..., FedAvg] = FedAvg
-    if settings.strategy == "fedprox":
-        averaging = partial(FedProx, proximal_mu=settings.proximal_mu)
-    inner = averaging(
+    kinds: dict[StrategyName, Callable[..., FedAvg]] = {
+        "fedavg": FedAvg,
+        "fedprox": partial(FedProx, proximal_mu=settings.proximal_mu),
+        "trimmed-mean": partial(FedTrimmedAvg, beta=settings.trim_fraction),
+        "median": FedMedian,
+    }
+    inner: Strategy = kinds[settings.strategy](
         fraction_train=1.0,
         fraction_evaluate=0.0,
         min_train_nodes=settings.min_stores,
@@ -60,27 +95,61 @@ def build_strategy(settings: FederationSettings) -> StoreRounds:
         weighted_by_key=WEIGHT_KEY,
         train_metrics_aggr_fn=aggregate_round_metrics,
     )
-    if not settings.private:
-        return StoreRounds(inner, settings.min_stores, settings.store_wait_seconds)
-    private = StorePrivacy(
-        inner, settings.dp_noise_multiplier, settings.dp_clipping_norm, settings.dp_delta
+    if settings.private:
+        if settings.strategy not in MEAN_STRATEGIES or not isinstance(inner, FedAvg):
+            raise RunConfigError(
+                f"a private run (dp-noise-multiplier > 0) cannot use strategy "
+                f"{settings.strategy!r}: its noise is sized for a mean. Use 'fedavg' or "
+                "'fedprox', or set dp-noise-multiplier to 0."
+            )
+        inner = StorePrivacy(
+            inner, settings.dp_noise_multiplier, settings.dp_clipping_norm, settings.dp_delta
+        )
+    bounds = InfluenceBounds(
+        max_weight_multiple=settings.max_weight_multiple,
+        max_update_norm=None if settings.private else settings.max_update_norm,
+        frozen_statistics=settings.training.get("freeze-batchnorm") is True,
     )
-    return StoreRounds(private, settings.min_stores, settings.store_wait_seconds)
+    return StoreRounds(inner, settings.min_stores, settings.store_wait_seconds, bounds)
 
 
 class StoreRounds(Strategy):
-    """A FedAvg-family strategy with the store handling described in the module docstring."""
+    """A FedAvg-family strategy with the store handling described in the module docstring.
 
-    def __init__(self, inner: Strategy, min_stores: int, store_wait_seconds: float) -> None:
+    Args:
+        inner: the strategy that aggregates the accepted replies.
+        min_stores: connected stores a round waits for.
+        store_wait_seconds: how long it waits for them.
+        bounds: screen every reply and bound its influence (:func:`build_strategy` always
+            does); None averages whatever the stores that did not decline sent, for tests of
+            the averaging alone.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        min_stores: int,
+        store_wait_seconds: float,
+        bounds: InfluenceBounds | None = None,
+    ) -> None:
         self.inner = inner
         self.min_stores = min_stores
         self.store_wait_seconds = store_wait_seconds
+        self.bounds = bounds
         self._asked = 0
         self._round_started = 0.0
+        self._global = ArrayRecord()
 
     def summary(self) -> None:
-        """Log the wrapped strategy's settings and the store wait."""
+        """Log the wrapped strategy's settings, the store wait and the bounds."""
         log(INFO, "\t├──> Waits at most %.0f s for stores each round", self.store_wait_seconds)
+        if self.bounds is not None:
+            log(
+                INFO,
+                "\t├──> Screens every update; weight <= %g x the median store's, update norm <= %s",
+                self.bounds.max_weight_multiple,
+                self.bounds.max_update_norm or "the DP clipping norm",
+            )
         self.inner.summary()
 
     def configure_train(
@@ -89,6 +158,7 @@ class StoreRounds(Strategy):
         """Wait (bounded) for enough stores, then let the wrapped strategy ask them all."""
         wait_for_stores(grid, self.min_stores, self.store_wait_seconds)
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self._global = arrays
         self._asked = len(messages)
         self._round_started = time.monotonic()
         return messages
@@ -96,12 +166,12 @@ class StoreRounds(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the trained stores' updates only; count who trained, declined and failed."""
+        """Aggregate the accepted stores' bounded updates; count every kind of store."""
         replies = list(replies)
         failed = [reply for reply in replies if reply.has_error()]
         answered = [reply for reply in replies if not reply.has_error()]
-        declined = [reply for reply in answered if _weight(reply.content) == 0]
-        counted = [reply for reply in answered if _weight(reply.content) != 0]
+        declined = [reply for reply in answered if is_declined(reply.content)]
+        offered = [reply for reply in answered if not is_declined(reply.content)]
         if declined or failed:
             log(
                 INFO,
@@ -109,17 +179,66 @@ class StoreRounds(Strategy):
                 len(declined),
                 len(failed),
             )
+        counted, rejected, clipped, capped = offered, 0, 0, 0
+        if self.bounds is not None:
+            counted, rejected, clipped, capped = self._screen(offered, self.bounds)
         # Replies arrive in whatever order the stores finish; averaging them in a fixed order
         # makes the float sums, and so a run, reproducible.
         counted.sort(key=_arrival_free_order)
         arrays, metrics = self.inner.aggregate_train(server_round, counted)
+        if arrays is not None and self.bounds is not None and self.bounds.frozen_statistics:
+            arrays = keep_statistics(arrays, self._global)
         metrics = metrics if metrics is not None else MetricRecord()
         metrics["stores-asked"] = self._asked
         metrics["stores-trained"] = len(counted)
         metrics["stores-declined"] = len(declined)
+        metrics["stores-rejected"] = rejected
         metrics["stores-failed"] = len(failed) + max(0, self._asked - len(replies))
+        metrics["updates-clipped"] = clipped
+        metrics["weights-capped"] = capped
         metrics["round-seconds"] = time.monotonic() - self._round_started
         return arrays, metrics
+
+    def _screen(
+        self, offered: list[Message], bounds: InfluenceBounds
+    ) -> tuple[list[Message], int, int, int]:
+        """The accepted replies, rewritten to bounded updates and capped weights, and the
+        counts of rejected replies, clipped updates and capped weights."""
+        accepted: list[Message] = []
+        for reply in offered:
+            reason = rejection(reply.content, self._global)
+            if reason is None:
+                accepted.append(reply)
+                continue
+            log(
+                WARNING,
+                "aggregate_train: the update of store node %d is rejected, not averaged: %s. "
+                "Check that store's loyalnet version and logs.",
+                reply.metadata.src_node_id,
+                reason,
+            )
+        counts = [reported_examples(reply.content) for reply in accepted]
+        weights = capped_weights(counts, bounds.max_weight_multiple)
+        clipped = 0
+        for reply, weight in zip(accepted, weights, strict=True):
+            array_name = next(iter(reply.content.array_records))
+            metric_name = next(iter(reply.content.metric_records))
+            arrays, shortened = bounded_update(
+                reply.content.array_records[array_name], self._global, bounds
+            )
+            clipped += shortened
+            reply.content[array_name] = arrays
+            reply.content[metric_name] = reported_metrics(reply.content, weight)
+        capped = sum(weight < count for weight, count in zip(weights, counts, strict=True))
+        if clipped or capped:
+            log(
+                INFO,
+                "aggregate_train: %d update(s) shortened to norm %s, %d weight(s) capped",
+                clipped,
+                bounds.max_update_norm,
+                capped,
+            )
+        return accepted, len(offered) - len(accepted), clipped, capped
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -170,7 +289,7 @@ def aggregate_round_metrics(records: list[RecordDict], weight_key: str) -> Metri
     slowest = 0.0
     total_weight = 0.0
     for record in records:
-        metrics = next(iter(record.metric_records.values()))
+        metrics = next(iter(record.metric_records.values()), MetricRecord())
         weight = float(_number(metrics, WEIGHT_KEY))
         total_weight += weight
         for key in (WEIGHT_KEY, "members", "arrays-bytes"):
@@ -190,15 +309,6 @@ def _arrival_free_order(reply: Message) -> tuple[float, ...]:
     metrics = next(iter(reply.content.metric_records.values()), MetricRecord())
     keys = (WEIGHT_KEY, "members", "loss-first-epoch", "loss-last-epoch")
     return tuple(_number(metrics, key) for key in keys)
-
-
-def _weight(content: RecordDict) -> float | None:
-    """The reply's ``num-examples``, or None when it has none (FedAvg then rejects it)."""
-    for metrics in content.metric_records.values():
-        value = metrics.get(WEIGHT_KEY)
-        if isinstance(value, int | float):
-            return float(value)
-    return None
 
 
 def _number(metrics: MetricRecord, key: str) -> float:

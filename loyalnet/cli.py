@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from loyalnet.errors import LoyalnetError
 
@@ -45,11 +46,13 @@ def _mount_subcommands() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn every error into one line on stderr and exit code 1."""
     _mount_subcommands()
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # Error messages quote ids, names and paths as given: escape() shows them as typed, never
+    # as rich markup (a member id "M[/oops]" must not crash the error report itself).
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     try:
         app(args=argv)
     except LoyalnetError as error:
-        err.print(f"[bold red]error:[/] {error}")
+        err.print(f"[bold red]error:[/] {escape(str(error))}")
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
@@ -57,13 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, sqlite3.Error) as error:
         if os.environ.get("LOYALNET_DEBUG"):
             raise
-        err.print(f"[bold red]error:[/] {error}")
+        err.print(f"[bold red]error:[/] {escape(str(error))}")
         sys.exit(1)
     except Exception as error:
         if os.environ.get("LOYALNET_DEBUG"):
             raise
         err.print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {error} "
+            f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))} "
             "(run again with LOYALNET_DEBUG=1 for the traceback, and report it)"
         )
         sys.exit(2)

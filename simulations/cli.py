@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -69,9 +70,10 @@ def run(
     backend: dict[str, object] = {"client_resources": {"num_cpus": cpus_per_store, "num_gpus": 0.0}}
     if ray_address:
         backend["init_args"] = {"address": ray_address}
-    console = Console(stderr=True)
+    console = Console(stderr=True, emoji=False)
     columns = (
-        TextColumn("[progress.description]{task.description}"),
+        # Store and strategy names come from the experiment file: shown as written, not markup.
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -79,10 +81,13 @@ def run(
     with Progress(*columns, console=console) as progress:
         results = run_experiment(experiment, out, progress=progress, backend_config=backend)
     console.print(
-        f"{experiment.name}: {len(results.strategies)} strategies in {results.seconds:.0f} s"
+        f"{escape(experiment.name)}: {len(results.strategies)} strategies in "
+        f"{results.seconds:.0f} s"
     )
     Console().print((out / REPORT_FILE).read_text(encoding="utf-8"), markup=False, highlight=False)
-    console.print(f"results: {out / 'results.json'}; report and plots: {out}")
+    console.print(
+        f"results: {out / 'results.json'}; report and plots: {out}", markup=False, emoji=False
+    )
 
 
 @sim_app.command("report")
@@ -96,4 +101,6 @@ def report(
 
     written = write_report(folder)
     Console().print(written[0].read_text(encoding="utf-8"), markup=False, highlight=False)
-    Console(stderr=True).print("wrote " + ", ".join(str(path) for path in written))
+    Console(stderr=True).print(
+        "wrote " + ", ".join(str(path) for path in written), markup=False, emoji=False
+    )

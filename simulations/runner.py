@@ -54,6 +54,7 @@ from simulations.population import Population, SimMember, draw_population
 from simulations.report import write_report
 from simulations.results import RoundResult, SimulationResults, StoreMetrics, StrategyResult
 from simulations.stores import create_store, fresh_copies
+from store_node.config import TrainingLimits
 from store_node.datasets.lfw import Pair, lfw_pairs
 from store_node.face import FacePipeline
 
@@ -368,18 +369,28 @@ def _create_stores(
     members = sum(len(store.members) for store in population.stores)
     pooled_wanted = "centralized" in experiment.strategies
     task = shown.add_task("enrolling members", total=members * (2 if pooled_wanted else 1))
+    training = experiment.training
+    limits = TrainingLimits.admitting(
+        local_epochs=training.local_epochs,
+        learning_rate=training.learning_rate,
+        min_members=training.min_members,
+    )
     originals = []
     everyone: list[tuple[SimMember, str]] = []
     for store in population.stores:
         folder = out / "stores" / store.store_id
         own = [(member, store.condition) for member in store.members]
-        create_store(folder, store.store_id, own, book, pipeline, lambda n: shown.advance(task, n))
+        create_store(
+            folder, store.store_id, own, book, pipeline, lambda n: shown.advance(task, n), limits
+        )
         originals.append(folder)
         everyone += own
     pooled = None
     if pooled_wanted:
         pooled = out / "stores-pooled" / "pooled"
-        create_store(pooled, "pooled", everyone, book, pipeline, lambda n: shown.advance(task, n))
+        create_store(
+            pooled, "pooled", everyone, book, pipeline, lambda n: shown.advance(task, n), limits
+        )
     return originals, pooled
 
 

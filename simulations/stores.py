@@ -20,7 +20,7 @@ import numpy as np
 
 from simulations.photos import PhotoBook, Shot
 from simulations.population import SimMember
-from store_node.config import StoreConfig, StorePaths, write_config
+from store_node.config import StoreConfig, StorePaths, TrainingLimits, write_config
 from store_node.enrolment import EnrolmentRequest, enrol_aligned
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery, Purpose
@@ -36,6 +36,7 @@ def create_store(
     book: PhotoBook,
     pipeline: FacePipeline,
     advance: Callable[[int], None] | None = None,
+    limits: TrainingLimits | None = None,
 ) -> int:
     """Create the store folder and enrol ``members`` from their aligned enrolment photos.
 
@@ -44,13 +45,15 @@ def create_store(
         members: each member with the camera condition their photos were taken under.
         book: holds the aligned crops of the members' enrolment shots.
         advance: called with 1 after each member, for a progress bar.
+        limits: the store's privacy floor (``[training]`` of its store.toml); the default one
+            when None. An experiment's stores must admit the experiment's own round settings.
 
     Returns:
         How many members were enrolled; one with no usable enrolment photo is left out.
     """
     paths = StorePaths(folder)
     folder.mkdir(parents=True)
-    config = StoreConfig(store_id=store_id)
+    config = StoreConfig(store_id=store_id, training=limits or TrainingLimits())
     write_config(paths, config)
     enrolled = 0
     with Gallery.create(paths.database, paths.key) as gallery:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,10 +24,12 @@ from loyalnet.settings import STORE_ENV, Settings
 from store_node.config import StoreConfig, StorePaths, new_store_id, read_config, write_config
 from store_node.enrolment import EnrolmentRequest, enrol_member
 from store_node.face import FacePipeline
-from store_node.gallery import Gallery, parse_purposes
+from store_node.gallery import Gallery, ScrubError, parse_purposes
+from store_node.gallery.migration import migrate_gallery
 from store_node.identification import identify_photos
 from store_node.joining import join_federation
-from store_node.retemplate import recognition_pipeline
+from store_node.model_check import read_model_file
+from store_node.retemplate import adopt_model, recognition_pipeline
 from store_node.threshold import (
     DEFAULT_CALIBRATION_PEOPLE,
     calibration_people,
@@ -34,6 +37,7 @@ from store_node.threshold import (
     measure_impostor_scores,
     people_from_folder,
 )
+from store_node.training import fine_tuned_version
 
 store_app = typer.Typer(
     help=(
@@ -55,8 +59,11 @@ JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON object instead of tables.")
 ]
 
-out = Console()
-err = Console(stderr=True)
+# Ids, names, tiers, paths and messages come from staff, members and files: every one of them
+# goes through escape() (or a markup=False print), so "M[/oops]" is shown as typed, never read
+# as rich markup. emoji=False keeps a ":smile:" in a name from turning into a picture.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def _paths(store: Path | None) -> StorePaths:
@@ -108,8 +115,11 @@ def init(
     paths.root.mkdir(parents=True, exist_ok=True)
     Gallery.create(paths.database, paths.key).close()
     write_config(paths, config)
-    out.print(f"store [bold]{config.store_id}[/] created in {paths.root}")
-    out.print(f"  key file {paths.key} (0600): back it up; the gallery is unreadable without it")
+    out.print(f"store [bold]{escape(config.store_id)}[/] created in {escape(str(paths.root))}")
+    out.print(
+        f"  key file {escape(str(paths.key))} (0600): back it up; the gallery is unreadable "
+        "without it"
+    )
 
 
 @store_app.command()
@@ -121,25 +131,48 @@ def join(
         str, typer.Option("--superlink", help="The chain's SuperLink as HOST:PORT.")
     ],
     store: StoreOption = None,
+    model_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-key",
+            help="The chain's model-signing.pub (default: the one beside --ca, if there).",
+        ),
+    ] = None,
 ) -> None:
     """Join the chain's federated training: a node key, the chain's CA, the SuperLink.
 
     Makes the store's SuperNode key pair (private key 0600), keeps the chain's CA certificate
-    and records the SuperLink's address in store.toml.
+    and model-signing public key, and records the SuperLink's address in store.toml. With the
+    model-signing key the store adopts only models the chain's coordinator signed.
 
     Hand the printed node.pub to the chain (`loyalnet coordinator register-store`); until it
     is registered the SuperLink refuses this store. Joining again keeps the key pair.
     """
     paths = _paths(store)
-    result = join_federation(paths, ca, superlink)
+    result = join_federation(paths, ca, superlink, model_key)
     config = read_config(paths)
     kept = "created" if result.new_identity else "kept (the chain knows the store by it)"
-    out.print(f"store [bold]{config.store_id}[/] joins the SuperLink at {result.superlink}")
-    out.print(f"  node key {result.identity.private_key} (0600): {kept}")
-    out.print(f"  CA certificate {result.ca_certificate}")
+    out.print(
+        f"store [bold]{escape(config.store_id)}[/] joins the SuperLink at "
+        f"{escape(result.superlink)}"
+    )
+    out.print(f"  node key {escape(str(result.identity.private_key))} (0600): {kept}")
+    out.print(f"  CA certificate {escape(str(result.ca_certificate))}")
+    if result.model_signing_key is not None:
+        out.print(
+            f"  model-signing key {escape(str(result.model_signing_key))} "
+            f"({escape(str(result.model_signing_key_id))}): "
+            "only models it signed are adopted"
+        )
+    else:
+        out.print(
+            "  no model-signing key (none given, none beside the CA certificate): adopted "
+            "models are checked for hash, names, shapes and values, not for who made them"
+        )
     out.print("  hand this public key to the chain's coordinator:")
     print(result.identity.public_key.resolve())
-    out.print(f"  (there: loyalnet coordinator register-store node.pub --name {config.store_id})")
+    store_id = escape(config.store_id)
+    out.print(f"  (there: loyalnet coordinator register-store node.pub --name {store_id})")
 
 
 @store_app.command()
@@ -184,11 +217,13 @@ def enroll(
         )
         return
     for photo in report.photos:
-        mark = "[green]accepted[/]" if photo.accepted else f"[yellow]rejected[/]: {photo.reason}"
-        out.print(f"  {photo.source}: {mark}")
+        reason = escape(photo.reason)
+        mark = "[green]accepted[/]" if photo.accepted else f"[yellow]rejected[/]: {reason}"
+        out.print(f"  {escape(photo.source)}: {mark}")
     out.print(
-        f"member [bold]{report.member_id}[/] enrolled: {report.templates_added} template(s), "
-        f"{report.crops_stored} crop(s) kept for model improvement"
+        f"member [bold]{escape(report.member_id)}[/] enrolled: "
+        f"{report.templates_added} template(s), {report.crops_stored} crop(s) kept for model "
+        "improvement"
     )
 
 
@@ -232,12 +267,13 @@ def identify(
         )
         for r in results:
             if r.error:
-                table.add_row(r.source, "", f"[red]{r.error}[/]", "")
+                table.add_row(escape(r.source), "", f"[red]{escape(r.error)}[/]", "")
             elif not r.faces:
-                table.add_row(r.source, "", "[dim]no face[/]", "")
+                table.add_row(escape(r.source), "", "[dim]no face[/]", "")
             for index, d in enumerate(r.faces):
-                decision = f"[green]{d.match.member_id}[/]" if d.match.member_id else "unknown"
-                table.add_row(r.source, str(index), decision, f"{d.match.similarity:.3f}")
+                member_id = d.match.member_id
+                decision = f"[green]{escape(member_id)}[/]" if member_id else "unknown"
+                table.add_row(escape(r.source), str(index), decision, f"{d.match.similarity:.3f}")
         out.print(table)
     if any(r.error for r in results):
         raise typer.Exit(1)
@@ -276,10 +312,10 @@ def members(store: StoreOption = None, as_json: JsonOption = False) -> None:
         )
         purposes = ",".join(sorted(str(p) for p in s.purposes))
         table.add_row(
-            s.member_id,
-            s.display_name or "",
-            s.tier or "",
-            purposes,
+            escape(s.member_id),
+            escape(s.display_name or ""),
+            escape(s.tier or ""),
+            escape(purposes),
             expires,
             str(s.templates),
             str(s.crops),
@@ -314,10 +350,63 @@ def erase(
         )
         return
     out.print(
-        f"member {member} erased: {receipt.templates_removed} template(s), "
+        f"member {escape(member)} erased: {receipt.templates_removed} template(s), "
         f"{receipt.crops_removed} crop(s), {receipt.consents_removed} consent record(s); "
         f"receipt [bold]{receipt.receipt_id}[/]"
     )
+
+
+@store_app.command()
+def adopt(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="A model version from the coordinator: its model-vNNNN.pt, with the "
+            "model-vNNNN.json manifest beside it."
+        ),
+    ],
+    version: Annotated[
+        str | None,
+        typer.Option(help="The name its templates carry (default: mobilefacenet-ft-<digest>)."),
+    ] = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a coordinator's model the store's recognition model, after checking it.
+
+    The file must match its manifest's sha256, the tensors the store's own architecture
+    (names, shapes, finite values) and the manifest's hash, names and shapes; a store that
+    joined a chain with a model-signing key also needs the manifest signed by that key.
+    A refused model changes nothing (the refusal is audited). Members with crops are
+    re-templated, the rest are listed for re-enrolment; run `loyalnet store calibrate` next.
+    """
+    paths = _paths(store)
+    received = read_model_file(model)
+    name = version or fine_tuned_version(received.state)
+    with err.status(f"checking and adopting {escape(name)}…"):
+        report = adopt_model(paths.root, received.state, name, manifest=received.manifest)
+    summary = {
+        "model_version": report.model_version,
+        "previous_version": report.previous_version,
+        "retemplated": len(report.retemplated),
+        "templates_added": report.templates_added,
+        "needs_reenrolment": list(report.needs_reenrolment),
+        "signed_by": report.provenance.signed_by,
+        "checks": report.provenance.summary,
+    }
+    if as_json:
+        print(json.dumps(summary))
+        return
+    out.print(
+        f"recognising with [bold]{escape(report.model_version)}[/] "
+        f"(was {escape(str(report.previous_version))})"
+    )
+    out.print(f"  checks: {report.provenance.summary}", markup=False)
+    out.print(
+        f"  {len(report.retemplated)} members re-templated, "
+        f"{len(report.needs_reenrolment)} need to enrol again"
+    )
+    out.print("  next: loyalnet store calibrate (the threshold belongs to the old model)")
 
 
 @store_app.command()
@@ -383,7 +472,208 @@ def calibrate(
         return
     out.print(
         f"threshold {threshold.value:.3f} for FPIR {config.target_fpir:g} "
-        f"(per-comparison FAR {threshold.far_per_comparison:.2g}, from {source})"
+        f"(per-comparison FAR {threshold.far_per_comparison:.2g}, from {escape(source)})"
     )
     if not threshold.reliable:
         out.print("[yellow]too few impostor pairs for this FAR: calibrate with more people[/]")
+
+
+# -- consent withdrawal, purge, scrub, check -------------------------------------------------
+# Member ids come from staff and the loyalty system: they are printed with markup and emoji off,
+# so an id such as "[bold]" or ":smile:" is shown as typed, never read as rich markup.
+
+
+def _print_plain(console: Console, text: str) -> None:
+    console.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def _blocked_scrub(error: ScrubError, as_json: bool) -> typer.Exit:
+    """Report a committed change whose wiping must wait; `loyalnet store scrub` finishes it."""
+    if as_json:
+        print(json.dumps({"scrubbed": False, "detail": str(error)}))
+    else:
+        _print_plain(err, f"error: {error}")
+    return typer.Exit(1)
+
+
+@store_app.command()
+def withdraw(
+    member: Annotated[str, typer.Argument(help="The loyalty member id.")],
+    purpose: Annotated[
+        str,
+        typer.Option(
+            "--purpose",
+            help="What the member withdraws: recognition, model_improvement, or both (comma list).",
+        ),
+    ],
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record that a member withdrew consent, and delete what it covered at once.
+
+    Withdrawing recognition deletes the member's templates, enrolment crops and class rows;
+    withdrawing model_improvement deletes the crops and class rows. The member record and
+    the consent history stay (use `loyalnet store erase` to forget the member altogether).
+    """
+    purposes = parse_purposes(purpose)
+    with _opened(store) as (_, _config, gallery):
+        try:
+            result = gallery.withdraw(member, purposes)
+        except ScrubError as error:
+            raise _blocked_scrub(error, as_json) from error
+    remaining = sorted(p.value for p in result.consent.purposes) if result.consent else []
+    expires = result.consent.expires_at if result.consent else None
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "member": member,
+                    "receipt": result.receipt_id,
+                    "withdrawn": sorted(p.value for p in result.withdrawn),
+                    "consent_changed": result.consent_changed,
+                    "purposes": remaining,
+                    "consent_expires_at": expires.isoformat() if expires else None,
+                    "templates_removed": result.removed.templates,
+                    "crops_removed": result.removed.crops,
+                    "class_weights_removed": result.removed.class_weights,
+                    "scrubbed": True,
+                }
+            )
+        )
+        return
+    withdrawn = ",".join(sorted(p.value for p in result.withdrawn))
+    now_in_force = (
+        f"{','.join(remaining)} until {expires.date().isoformat()}" if expires else "none"
+    )
+    recorded = "recorded" if result.consent_changed else "no consent in force covered it"
+    _print_plain(
+        out,
+        f"member {member} withdrew {withdrawn} ({recorded}); consent in force now: "
+        f"{now_in_force}; deleted {result.removed.templates} template(s), "
+        f"{result.removed.crops} crop(s), {result.removed.class_weights} class row(s); "
+        f"receipt {result.receipt_id}",
+    )
+
+
+@store_app.command()
+def purge(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """Delete the biometrics of members whose consent has expired or no longer covers them.
+
+    Templates go when no consent to recognition is in force; crops and class rows when none to
+    model_improvement is. Member records and consent histories stay. Run it daily (a store
+    process may call Gallery.purge_expired instead); expired members are never matched meanwhile.
+    """
+    with _opened(store) as (_, _config, gallery):
+        try:
+            report = gallery.purge_expired()
+        except ScrubError as error:
+            raise _blocked_scrub(error, as_json) from error
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "purged_at": report.purged_at.isoformat(),
+                    "members": len(report.member_refs),
+                    "member_refs": list(report.member_refs),
+                    "receipts": list(report.receipt_ids),
+                    "templates_removed": report.removed.templates,
+                    "crops_removed": report.removed.crops,
+                    "class_weights_removed": report.removed.class_weights,
+                    "tampered": report.tampered,
+                    "scrubbed": True,
+                }
+            )
+        )
+        return
+    if not report.member_refs:
+        _print_plain(out, "nothing to purge: a consent in force covers every stored biometric")
+        return
+    _print_plain(
+        out,
+        f"purged {len(report.member_refs)} member(s): {report.removed.templates} template(s), "
+        f"{report.removed.crops} crop(s), {report.removed.class_weights} class row(s) deleted "
+        "and wiped; their member records stay (they must re-enrol to be recognised)",
+    )
+    if report.tampered:
+        _print_plain(
+            out,
+            f"{report.tampered} of them had consent records that failed their integrity check; "
+            "see `loyalnet store check`",
+        )
+
+
+@store_app.command()
+def scrub(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """Finish wiping deleted data from gallery.db and its write-ahead log.
+
+    Needed after an erase, withdraw or purge reported that another program kept the gallery
+    open: run it once that program has finished. Exits 1 while the gallery is still held.
+    """
+    paths = _paths(store)
+    with _opened(store) as (_, _config, gallery):
+        try:
+            gallery.scrub()
+        except ScrubError as error:
+            raise _blocked_scrub(error, as_json) from error
+    if as_json:
+        print(json.dumps({"scrubbed": True}))
+        return
+    _print_plain(
+        out,
+        f"scrubbed: no deleted row remains in {paths.database.name} or its write-ahead log",
+    )
+
+
+@store_app.command()
+def check(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """Check every member's consent records and sealed name; exits 1 when one fails.
+
+    A consent record edited without the store key (a date, a purpose), copied from another
+    member or deleted makes that member count as having no consent until a new one is recorded.
+    """
+    with _opened(store) as (_, _config, gallery):
+        problems = gallery.check()
+    if as_json:
+        print(json.dumps([{"member": p.member_id, "problem": p.problem} for p in problems]))
+    elif problems:
+        for problem in problems:
+            _print_plain(out, f"member {problem.member_id}: {problem.problem}")
+    else:
+        _print_plain(out, "every member's consent records and sealed name check out")
+    if problems:
+        raise typer.Exit(1)
+
+
+@store_app.command()
+def migrate(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """Upgrade a gallery written by an older loyalnet: seal names and tiers, tag consents.
+
+    In place and in one transaction; then the clear names are wiped from the files. Back up
+    the store folder first. The old consent records could not be checked for tampering, so
+    migrating vouches for them as they are. A gallery already up to date is left alone.
+    """
+    paths = _paths(store)
+    try:
+        result = migrate_gallery(paths.database, paths.key)
+    except ScrubError as error:
+        raise _blocked_scrub(error, as_json) from error
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "from_schema": result.from_version,
+                    "to_schema": result.to_version,
+                    "members": result.members,
+                    "consents": result.consents,
+                }
+            )
+        )
+    elif result.from_version == result.to_version:
+        _print_plain(out, f"{paths.database} is already at schema {result.to_version}")
+    else:
+        _print_plain(
+            out,
+            f"{paths.database} migrated from schema {result.from_version} to "
+            f"{result.to_version}: {result.members} member name(s) sealed, {result.consents} "
+            "consent record(s) authenticated, old pages wiped",
+        )

@@ -10,14 +10,23 @@ ArrayRecord) and the round's settings (``"config"``, a ConfigRecord holding the
 - ``"metrics"``: numbers about the round as a whole, see :func:`reply_metrics`. Never a member
   id, name or per-member value.
 
-A store that declines (fewer consenting members than the run's ``min-members``) sends no
-model at all: an empty ``"arrays"`` record and ``num-examples`` 0. The coordinator's strategy
-(``coordinator.strategy``) leaves zero-weight replies out before averaging, so they count
-neither in the average nor in FedAvg's check that all replies have the same keys, and a
-round in which every store declines keeps the model as it was. (Echoing the received model
-instead would also get weight 0 from plain FedAvg, but Flower 1.42 uploads it again in full:
-measured, 4.7 MB more in ~490 more HTTP requests, for nothing.) Why it declined is logged
-here, in the store's log, not sent.
+A store declines a round, before any training, when the round asks for anything outside the
+store's own limits (``store.toml``'s ``[training]`` table, its privacy floor: fewest members,
+most epochs, learning-rate range, frozen BatchNorm, DP clipping; see
+``store_node.training.floor``, which also declines unknown round keys), and, after reading its
+training data, when it has fewer consenting members than the round's ``min-members`` or its
+own floor. A declining reply is exactly::
+
+    RecordDict({"arrays": ArrayRecord(), "metrics": MetricRecord({"declined": 1})})
+
+no model, and no count at all: no ``num-examples``, members, losses or seconds, since even a
+member count tells the chain something about a store that did not agree to train. The
+coordinator's strategy (``coordinator.strategy``) leaves declining replies out before
+averaging, so they count neither in the average nor in FedAvg's check that all replies have
+the same keys, and a round in which every store declines keeps the model as it was. (Echoing
+the received model instead would also get weight 0 from plain FedAvg, but Flower 1.42 uploads
+it again in full: measured, 4.7 MB more in ~490 more HTTP requests, for nothing.) Why it
+declined is logged here, in the store's log (Flower's ``log``), not sent.
 
 In a differentially private run the coordinator's round config also holds ``clipping_norm``
 (see ``coordinator.store_privacy``), and the trained backbone is clipped before it is sent:
@@ -33,7 +42,7 @@ member.
 from __future__ import annotations
 
 from dataclasses import replace
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
 import torch
@@ -45,16 +54,19 @@ from flwr.common import log
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from loyalnet.errors import LoyalnetError
+from store_node.config import StorePaths, read_config
+from store_node.gallery import Gallery, GalleryBusyError, ScrubError
+from store_node.training.floor import SERVER_ROUND_KEY, round_refusal
 from store_node.training.local import TrainingConfig, TrainingOutcome, train_store_round
 
 STORE_DIR_KEY = "store-dir"
 """Node config key: the store folder (``gallery.db``, ``store.key``, ``store.toml``)."""
 THREADS_KEY = "threads"
 """Optional node config key: torch CPU threads for training on this machine."""
-SERVER_ROUND_KEY = "server-round"
-"""Round config key Flower's FedAvg sets to the round number (1, 2, ...)."""
 WEIGHT_KEY = "num-examples"
 """The metric FedAvg and FedProx weight replies by (their ``weighted_by_key`` default)."""
+DECLINED_KEY = "declined"
+"""The metric that says a store declined (1) or trained (0)."""
 
 app = ClientApp()
 
@@ -109,17 +121,60 @@ def _train(msg: Message, context: Context) -> Message:
     store_dir = _store_dir(context)
     _set_threads(context)
     received = msg.content.array_records["arrays"]
-    settings: ConfigRecord = msg.content.config_records.get("config", ConfigRecord())
-    config = round_training_config(dict(settings))
+    settings: dict[str, object] = dict(msg.content.config_records.get("config", ConfigRecord()))
+    limits = read_config(StorePaths(store_dir)).training
+    refusal = round_refusal(settings, limits)
+    if refusal:  # before any training data is read
+        log(WARNING, "this store declines the round: %s", refusal)
+        return declining_reply(msg)
+    _purge_expired(StorePaths(store_dir))
+    config = round_training_config(settings)
     outcome = train_store_round(store_dir, received.to_torch_state_dict(), config)
     if outcome.backbone is None:
         log(INFO, "this store declines the round: %s", outcome.declined)
-        sent = ArrayRecord()
-    else:
-        sent = _backbone_record(outcome.backbone, received)
+        return declining_reply(msg)
+    sent = _backbone_record(outcome.backbone, received)
     log(INFO, "round done: %d examples, %.1f s", outcome.examples, outcome.seconds)
     content = RecordDict({"arrays": sent, "metrics": reply_metrics(outcome, sent)})
     return Message(content, reply_to=msg)
+
+
+def _purge_expired(paths: StorePaths) -> None:
+    """Purge the biometrics of members whose consent has lapsed, before they can be trained on.
+
+    The SuperNode is the store's long-running process, so each round is also the store's
+    regular purge (``Gallery.purge_expired``; ``loyalnet store purge`` does it by hand). Only a
+    count reaches the store's log, and nothing of it the coordinator. A purge that has to wait
+    for another program is logged and the round goes on: training never reads a lapsed
+    member's crops anyway.
+    """
+    try:
+        with Gallery.open(paths.database, paths.key) as gallery:
+            report = gallery.purge_expired()
+    except (GalleryBusyError, ScrubError) as err:
+        log(WARNING, "purging lapsed consents did not finish: %s", err)
+        return
+    if report.member_refs:
+        log(
+            INFO,
+            "purged the biometrics of %d member(s) whose consent lapsed",
+            len(report.member_refs),
+        )
+
+
+def declining_reply(msg: Message) -> Message:
+    """The reply of a store that declines ``msg``: no arrays, only ``declined`` 1.
+
+    The coordinator's side of this contract is ``coordinator.strategy``; see the module
+    docstring for why nothing else is sent.
+    """
+    content = RecordDict({"arrays": ArrayRecord(), "metrics": declined_metrics()})
+    return Message(content, reply_to=msg)
+
+
+def declined_metrics() -> MetricRecord:
+    """A declining reply's metrics: exactly ``{"declined": 1}``."""
+    return MetricRecord({DECLINED_KEY: 1})
 
 
 def round_training_config(settings: dict[str, object]) -> TrainingConfig:
@@ -139,17 +194,19 @@ def round_training_config(settings: dict[str, object]) -> TrainingConfig:
 def reply_metrics(outcome: TrainingOutcome, sent: ArrayRecord) -> MetricRecord:
     """The round's numbers as sent: store-level totals and means only, nothing per member.
 
-    ``num-examples`` (crops trained on; the FedAvg weight, 0 when declined: see the module
-    docstring), ``members``
-    (consenting members with crops), ``declined`` (1 or 0), ``loss-first-epoch`` and
+    For a trained round: ``num-examples`` (crops trained on; the FedAvg weight), ``members``
+    (consenting members with crops), ``declined`` 0, ``loss-first-epoch`` and
     ``loss-last-epoch`` (mean CosFace loss per crop), ``train-seconds`` and ``arrays-bytes``
-    (bytes of array data in the reply).
+    (bytes of array data in the reply). For a declined one, only ``declined`` 1
+    (:func:`declined_metrics`): no count of any kind.
     """
+    if outcome.backbone is None or outcome.declined:
+        return declined_metrics()
     return MetricRecord(
         {
             WEIGHT_KEY: outcome.examples,
             "members": outcome.members,
-            "declined": int(bool(outcome.declined)),
+            DECLINED_KEY: 0,
             "loss-first-epoch": outcome.loss_first_epoch,
             "loss-last-epoch": outcome.loss_last_epoch,
             "train-seconds": outcome.seconds,

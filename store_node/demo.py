@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -187,10 +188,11 @@ def _show(results: list[MemberResult], summary: dict[str, Any]) -> None:
     notes: list[str] = []
     for r in results:
         consent = "recog+model" if Purpose.MODEL_IMPROVEMENT in r.purposes else "recog"
-        notes += [f"{r.member_id}: {reason}" for reason in r.rejected]
+        # Names and reasons (which quote photo paths) are data: shown as written, not markup.
+        notes += [escape(f"{r.member_id}: {reason}") for reason in r.rejected]
         table.add_row(
-            r.member_id,
-            r.name,
+            escape(r.member_id),
+            escape(r.name),
             consent,
             f"{r.accepted}/{r.accepted + len(r.rejected)}",
             str(r.probes),

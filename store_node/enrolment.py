@@ -6,8 +6,9 @@ A face counts as prominent when its box is at least half as wide as the largest 
 people far behind the member are tolerated, a second person beside the member is not, because
 then nobody can say whose template it would be.
 
-Consent is written before the first template, in the same gallery; if no photo is usable
-nothing at all is written.
+The member, their consent and their templates are written in one transaction
+(:meth:`Gallery.enrol`), after every argument was checked: if no photo is usable, or the consent
+terms are invalid, nothing at all is written.
 """
 
 from __future__ import annotations
@@ -132,8 +133,8 @@ def enrol_aligned(
     """Enrol ``request.member_id`` from faces already found and aligned.
 
     The second half of :func:`enrol_member`, for callers that align the photos themselves
-    (the research simulation aligns every photo once). Consent is recorded first, then the
-    templates, then (if consent allows) the crops.
+    (the research simulation aligns every photo once). The member, the consent, the templates
+    and (if consent allows) the crops are written in one transaction.
 
     Args:
         crops: (K, 112, 112, 3) uint8 aligned crops, K >= 1.
@@ -142,6 +143,7 @@ def enrol_aligned(
     Raises:
         EnrolmentError: the consent lacks ``recognition`` or there is no crop; the gallery is
             unchanged.
+        GalleryError: the gallery refused the enrolment (e.g. a bad retention); unchanged.
     """
     if Purpose.RECOGNITION not in request.purposes or len(crops) == 0:
         raise EnrolmentError(
@@ -149,22 +151,23 @@ def enrol_aligned(
             "to be enrolled; nothing was enrolled."
         )
     embeddings = pipeline.embed(crops)
-    gallery.add_member(request.member_id, request.display_name, request.tier)
-    consent = gallery.record_consent(
+    enrolled = gallery.enrol(
         request.member_id,
+        request.display_name,
+        request.tier,
         request.purposes,
         policy_version=request.policy_version,
         retention_days=request.retention_days,
-    )
-    result = gallery.add_templates(
-        request.member_id, embeddings, pipeline.model_version, crops=crops
+        embeddings=embeddings,
+        model_version=pipeline.model_version,
+        crops=crops,
     )
     return EnrolmentReport(
         member_id=request.member_id,
         photos=list(photos),
-        templates_added=result.templates_added,
-        crops_stored=result.crops_stored,
-        consent=consent,
+        templates_added=enrolled.templates_added,
+        crops_stored=enrolled.crops_stored,
+        consent=enrolled.consent,
     )
 
 

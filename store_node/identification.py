@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from store_node.face import FacePipeline, ImageError, load_image
-from store_node.face.images import ImageSource, describe_source
+from store_node.face import FacePipeline, ImageError
+from store_node.face.images import ImageSource, describe_source, read_image
 from store_node.gallery import Gallery, Match
 
 
@@ -15,7 +15,8 @@ class FaceDecision:
     """One face found in a photo and the gallery's answer for it.
 
     Attributes:
-        box: (x1, y1, x2, y2) in pixels of the photo.
+        box: (x1, y1, x2, y2) in pixels of the photo as stored, also when a large photo was
+            scaled down to be searched.
         match: the best member, its cosine similarity in [-1, 1], the threshold, and
             ``member_id`` None when the similarity is below the threshold ("unknown").
     """
@@ -26,7 +27,7 @@ class FaceDecision:
 
 @dataclass(frozen=True)
 class PhotoIdentification:
-    """Every face of one photo, or why the photo could not be read."""
+    """Every face of one photo, or why the photo could not be read (``error`` non-empty)."""
 
     source: str
     faces: list[FaceDecision]
@@ -43,15 +44,17 @@ def identify_photos(
 ) -> list[PhotoIdentification]:
     """Identify the faces in each photo against the gallery at ``threshold``.
 
-    A photo that cannot be read is reported with ``error`` set; the others still run.
+    A photo that cannot be read (missing, damaged, not an image, over the pixel limit of
+    ``store_node.face.images``) is reported with ``error`` set; the others still run.
     """
     results: list[PhotoIdentification] = []
     for photo in photos:
         try:
-            image = load_image(photo)
+            loaded = read_image(photo)
         except ImageError as err:
             results.append(PhotoIdentification(describe_source(photo), [], error=str(err)))
             continue
+        image = loaded.pixels
         faces = pipeline.detect(image)
         if not all_faces:
             faces = faces[:1]
@@ -60,8 +63,10 @@ def identify_photos(
             continue
         embeddings = pipeline.embed(pipeline.align(image, faces))
         matches = gallery.identify(embeddings, pipeline.model_version, threshold)
+        sx, sy = loaded.scale
         decisions = [
-            FaceDecision(face.box, match) for face, match in zip(faces, matches, strict=True)
+            FaceDecision(face.rescaled(sx, sy).box, match)
+            for face, match in zip(faces, matches, strict=True)
         ]
         results.append(PhotoIdentification(describe_source(photo), decisions))
     return results

@@ -3,6 +3,12 @@
 Training rounds never change what a store recognises with. A new (global) model becomes the
 store's recognition model only through :func:`adopt_model`, which
 
+0. checks the model before anything else (``store_node.model_check``): exactly the names and
+   shapes of the store's own MobileFaceNet, floating dtype, finite values, BatchNorm running
+   variances >= 0; with the coordinator's manifest, the tensors' sha256 and their names and
+   shapes; and, when the store holds the chain's model-signing public key, the manifest's
+   Ed25519 signature (then a model without a validly signed manifest is refused). A refused
+   model changes nothing but the audit trail, which records the refusal (``model_refused``);
 1. embeds, with the new model, the stored enrolment crops of every member whose consent in
    force includes both recognition and model improvement (the crops exist only under the
    latter), giving each as many new templates as they have crops;
@@ -26,8 +32,9 @@ members re-enrol.
 
 :func:`recognition_pipeline` builds the ``FacePipeline`` of the store's recognition model:
 the pretrained shared weights until a model is adopted, then the adopted weights, checked
-against their recorded sha256 on every load. After an adoption the decision threshold needs
-impostor scores of the new model: run ``loyalnet store calibrate``.
+against their recorded sha256 and against the store's architecture (``check_backbone``) on
+every load. After an adoption the decision threshold needs impostor scores of the new model:
+run ``loyalnet store calibrate``.
 """
 
 from __future__ import annotations
@@ -62,7 +69,9 @@ from store_node.gallery.recognition_model import (
     recognition_model,
     switch_recognition_model,
 )
+from store_node.gallery.records import AuditAction
 from store_node.gallery.training_data import training_examples
+from store_node.model_check import ModelCheckError, ModelProvenance, check_backbone, check_model
 from store_node.training.backbone import backbone_state, load_backbone, state_digest
 
 MODELS_FOLDER = "models"
@@ -86,6 +95,7 @@ class AdoptionReport:
         templates_removed: templates deleted (versions older than ``previous_version``).
         needs_reenrolment: members with recognition consent in force but no template of the
             new version, sorted: not recognised until they enrol again.
+        provenance: what was checked about the model before adopting it (signature or not).
     """
 
     model_version: str
@@ -95,6 +105,7 @@ class AdoptionReport:
     templates_added: int
     templates_removed: int
     needs_reenrolment: tuple[str, ...]
+    provenance: ModelProvenance
 
 
 def adopt_model(
@@ -102,6 +113,7 @@ def adopt_model(
     backbone: Mapping[str, torch.Tensor],
     model_version: str,
     *,
+    manifest: Mapping[str, object] | None = None,
     now: datetime | None = None,
     home: Path | None = None,
 ) -> AdoptionReport:
@@ -115,38 +127,28 @@ def adopt_model(
         model_version: its name, letters, digits, ``.``, ``_`` and ``-``, e.g.
             ``fine_tuned_version(backbone)``; the pretrained version switches back to the
             shared weights (and must be given those weights).
+        manifest: the coordinator's manifest of the model version (parsed
+            ``model-vNNNN.json``, e.g. ``ReceivedModel.manifest``); required, and its
+            signature checked, when the store holds the chain's model-signing key. Not needed
+            to switch back to the pretrained version, whose weights are pinned by sha256.
         now: the instant consent is judged at; None is now.
         home: the shared data folder (detector and pretrained weights); None finds it.
 
     Raises:
         AdoptionError: a malformed version, a version already naming other weights, or the
             pretrained version with weights that are not the pretrained ones.
-        TrainingError: the backbone does not fit MobileFaceNet.
+        ModelCheckError: the model failed the store's checks (see the module docstring).
+
+    A refusal (either error) changes nothing but the audit trail, which records it.
     """
-    if not _VERSION_PATTERN.fullmatch(model_version):
-        raise AdoptionError(
-            f"model version {model_version!r} must be 1-128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, e.g. fine_tuned_version(backbone)."
-        )
-    network = load_backbone(backbone)
-    digest = state_digest(backbone_state(network))
     paths = StorePaths(Path(store_dir))
     now = resolve_now(now)
-    weights_file: Path | None = None
-    if model_version == MOBILEFACENET_VERSION:
-        if digest != state_digest(backbone_state(load_mobilefacenet(home))):
-            raise AdoptionError(
-                f"{MOBILEFACENET_VERSION} names the pretrained weights, and these differ; "
-                "name a fine-tuned model with fine_tuned_version(backbone)."
-            )
-    else:
-        weights_file = paths.root / MODELS_FOLDER / f"{model_version}.pt"
-        if weights_file.is_file() and state_digest(_load_state(weights_file)) != digest:
-            raise AdoptionError(
-                f"model version {model_version} already names other weights in this store "
-                f"({weights_file}); give the new model its own version, e.g. "
-                "fine_tuned_version(backbone)."
-            )
+    try:
+        checked = _checked_model(paths, backbone, model_version, manifest, home)
+    except (ModelCheckError, AdoptionError) as error:
+        _audit_refusal(paths, model_version, error, now)
+        raise
+    network, digest, weights_file = checked.network, checked.digest, checked.weights_file
     with Gallery.open(paths.database, paths.key) as gallery:
         current = recognition_model(gallery)
         previous = current.model_version if current else MOBILEFACENET_VERSION
@@ -179,7 +181,85 @@ def adopt_model(
         templates_added=counts.templates_added,
         templates_removed=counts.templates_removed,
         needs_reenrolment=tuple(needs),
+        provenance=checked.provenance,
     )
+
+
+@dataclass(frozen=True)
+class _CheckedModel:
+    """A model that passed every check before an adoption.
+
+    Attributes:
+        network: MobileFaceNet holding it, in eval mode.
+        digest: ``state_digest`` of its tensors (what the gallery records).
+        provenance: what was checked.
+        weights_file: where the store will keep it; None for the pretrained weights.
+    """
+
+    network: MobileFaceNet
+    digest: str
+    provenance: ModelProvenance
+    weights_file: Path | None
+
+
+def _checked_model(
+    paths: StorePaths,
+    backbone: Mapping[str, torch.Tensor],
+    model_version: str,
+    manifest: Mapping[str, object] | None,
+    home: Path | None,
+) -> _CheckedModel:
+    """Every check before an adoption writes anything, so a refusal leaves the store as it was."""
+    if not _VERSION_PATTERN.fullmatch(model_version):
+        raise AdoptionError(
+            f"model version {model_version!r} must be 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, e.g. fine_tuned_version(backbone)."
+        )
+    if model_version == MOBILEFACENET_VERSION and manifest is None:
+        check_backbone(backbone)
+        provenance = ModelProvenance(
+            None, None, "the pretrained weights, checked against their pinned sha256"
+        )
+    else:
+        provenance = check_model(paths.root, backbone, manifest)
+    network = load_backbone(backbone)
+    digest = state_digest(backbone_state(network))
+    if model_version == MOBILEFACENET_VERSION:
+        if digest != state_digest(backbone_state(load_mobilefacenet(home))):
+            raise AdoptionError(
+                f"{MOBILEFACENET_VERSION} names the pretrained weights, and these differ; "
+                "name a fine-tuned model with fine_tuned_version(backbone)."
+            )
+        return _CheckedModel(network, digest, provenance, None)
+    weights_file = paths.root / MODELS_FOLDER / f"{model_version}.pt"
+    if weights_file.is_file() and state_digest(_load_state(weights_file)) != digest:
+        raise AdoptionError(
+            f"model version {model_version} already names other weights in this store "
+            f"({weights_file}); give the new model its own version, e.g. "
+            "fine_tuned_version(backbone)."
+        )
+    return _CheckedModel(network, digest, provenance, weights_file)
+
+
+def _audit_refusal(
+    paths: StorePaths, model_version: str, error: LoyalnetError, now: datetime
+) -> None:
+    """Record in the gallery's audit trail that a model was refused, and why.
+
+    The record names no member; its details are the version and the reason. If the gallery
+    cannot be opened, the refusal still stands and the reason is added to the error.
+    """
+    details = {"model_version": model_version[:128], "reason": str(error)[:500]}
+    try:
+        # Package-internal access, as store_node.gallery.recognition_model does: the gallery
+        # has no public call for an audit record that is not about a member's data.
+        with (
+            Gallery.open(paths.database, paths.key) as gallery,
+            gallery._session(write=True) as session,
+        ):
+            gallery._audit(session, AuditAction.MODEL_REFUSED, None, details, now)
+    except LoyalnetError as audit_error:
+        error.add_note(f"The refusal could not be audited: {audit_error}")
 
 
 def recognition_version(store_dir: Path) -> str:
@@ -206,6 +286,7 @@ def recognition_pipeline(
 
     Raises:
         AdoptionError: the adopted weight file is missing or does not match its digest.
+        ModelCheckError: the adopted weights no longer fit the store's MobileFaceNet.
         GalleryError: the gallery cannot be opened.
     """
     paths = StorePaths(Path(store_dir))

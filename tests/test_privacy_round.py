@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from test_federated_round import (  # noqa: F401 (fixtures, used by name)
 from coordinator.model_versions import load_model_version
 from coordinator.privacy_accountant import privacy_spent
 from coordinator.store_privacy import FROZEN_SUFFIXES
+from store_node.config import StorePaths, read_config, write_config
 
 Arrays = dict[str, NDArray[np.float64]]
 
@@ -41,6 +43,13 @@ def test_private_rounds_clip_add_noise_and_report_epsilon(
     store_b: Store,  # noqa: F811
 ) -> None:
     sigma, clipping = 1.0, 0.002
+    for store in (store_a, store_b):  # allow the round's large steps; insist on clipping
+        paths = StorePaths(store.folder)
+        config = read_config(paths)
+        limits = replace(
+            config.training, max_learning_rate=0.05, require_clipping=True, max_clipping_norm=0.01
+        )
+        write_config(paths, replace(config, training=limits))
     recorders = {
         "a": federation.add_store("store-a", store_a),
         "b": federation.add_store("store-b", store_b),
@@ -53,7 +62,8 @@ def test_private_rounds_clip_add_noise_and_report_epsilon(
             "num-rounds": 2,
             "dp-noise-multiplier": sigma,
             "dp-clipping-norm": clipping,
-            # Steps big enough that the updates are clipped, and well above float32 rounding.
+            # Steps big enough that the updates are clipped, and well above float32 rounding
+            # (above the stores' default limit of 0.01, so raised above).
             "learning-rate": 0.05,
         }
     )

@@ -36,7 +36,7 @@ from coordinator.privacy_accountant import privacy_spent
 from coordinator.run_config import FederationSettings, default_run_config
 from coordinator.store_privacy import STORE_WEIGHT_KEY, StorePrivacy
 from coordinator.strategy import WEIGHT_KEY, StoreRounds, build_strategy
-from store_node.client_app import _backbone_record, clip_when_asked
+from store_node.client_app import _backbone_record, clip_when_asked, declining_reply
 
 Arrays = dict[str, NDArray[np.float32]]
 
@@ -145,19 +145,20 @@ def _update(global_arrays: Arrays, step: float) -> Arrays:
 
 
 def _reply(to: Message, arrays: Arrays | None, examples: int) -> Message:
+    if arrays is None:  # a declining store's reply, exactly (store_node.client_app)
+        return declining_reply(to)
     metrics = MetricRecord(
         {
             WEIGHT_KEY: examples,
             "members": 5,
-            "declined": int(arrays is None),
+            "declined": 0,
             "loss-first-epoch": 1.0,
             "loss-last-epoch": 0.5,
             "train-seconds": 2.0,
             "arrays-bytes": 0,
         }
     )
-    record = _record(arrays) if arrays is not None else ArrayRecord()
-    return Message(RecordDict({"arrays": record, "metrics": metrics}), reply_to=to)
+    return Message(RecordDict({"arrays": _record(arrays), "metrics": metrics}), reply_to=to)
 
 
 def _private_round(
@@ -294,7 +295,7 @@ def test_the_store_sends_as_trained_when_not_asked_or_when_declining() -> None:
     declining = clip_when_asked(_instruction(start, 0.5), context, lambda m, _: _reply(m, None, 0))
     assert not declining.has_error()
     assert not declining.content.array_records["arrays"]
-    assert declining.content.metric_records["metrics"]["declined"] == 1
+    assert declining.content.metric_records["metrics"] == {"declined": 1}
 
 
 def test_a_clipping_error_answers_the_coordinators_message() -> None:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.run_config import STRATEGIES
 from loyalnet.demo.federated import FederatedDemoOptions, run_federated_demo
 from loyalnet.demo.stores import DemoPlan
 from loyalnet.settings import Settings
@@ -40,7 +41,13 @@ def federated(
         int, typer.Option(min=1, help="Passes over each store's crops per round.")
     ] = 1,
     members: Annotated[int, typer.Option(min=5, help="Members per store.")] = 12,
-    strategy: Annotated[str, typer.Option(help="fedavg or fedprox.")] = "fedavg",
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="fedavg, fedprox, or the robust trimmed-mean or median (each store weighs "
+            "the same)."
+        ),
+    ] = "fedavg",
     workdir: Annotated[
         Path | None,
         typer.Option(
@@ -59,8 +66,8 @@ def federated(
     """
     if context.invoked_subcommand is not None:
         return
-    if strategy not in {"fedavg", "fedprox"}:
-        raise typer.BadParameter("choose fedavg or fedprox", param_hint="--strategy")
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"choose one of {', '.join(STRATEGIES)}", param_hint="--strategy")
     options = FederatedDemoOptions(
         plan=DemoPlan(members_per_store=members),
         rounds=rounds,
@@ -78,7 +85,7 @@ def federated(
                 if as_json:
                     return
                 if not text.startswith("federated run"):
-                    err.log(text)
+                    err.log(text, markup=False, emoji=False)
                 status.update(text)
 
             summary = run_federated_demo(root, options, step, Settings.from_environment().threads)

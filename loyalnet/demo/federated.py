@@ -7,8 +7,10 @@ Steps, each shown as it runs:
 2. each store's recognition is measured with the pretrained model;
 3. a coordinator (SuperLink + ServerApp) and one SuperNode per store run as local processes on
    127.0.0.1 and train for a few rounds; only backbone weights and aggregate metrics travel;
-4. every store adopts the final global model: its templates are re-computed from its own crops,
-   and the threshold is re-calibrated for the new model;
+4. every store adopts the final global model, once it has checked the model against its own
+   architecture and the coordinator's signed manifest (each store holds the chain's
+   model-signing public key, as ``loyalnet store join`` gives it): its templates are
+   re-computed from its own crops, and the threshold is re-calibrated for the new model;
 5. recognition is measured again.
 
 Everything started is stopped at the end, on an error, or on Ctrl-C.
@@ -16,7 +18,6 @@ Everything started is stopped at the end, on an error, or on Ctrl-C.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,16 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.flower_app import write_flower_app
-from coordinator.model_versions import list_model_versions, load_model_version
+from coordinator.model_versions import list_model_versions, load_model_version, read_manifest
 from coordinator.pki import create_coordinator_tls
 from coordinator.processes import LocalFederation, RunStatus
 from loyalnet.demo.evaluation import StoreScore, score_store
 from loyalnet.demo.stores import DemoPlan, DemoStore, plan_stores
 from loyalnet.errors import LoyalnetError
-from store_node.config import StoreConfig, StorePaths, read_config, write_config
+from store_node.config import StoreConfig, StorePaths, TrainingLimits, read_config, write_config
 from store_node.enrolment import EnrolmentError, EnrolmentRequest, enrol_member
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery, Purpose
+from store_node.model_check import install_model_signing_key
 from store_node.node_identity import create_node_identity
 from store_node.retemplate import adopt_model, recognition_pipeline
 from store_node.threshold import (
@@ -83,9 +85,15 @@ def run_federated_demo(
     stores = plan_stores(options.plan)
     pipeline = FacePipeline.load(threads=threads)
     reports = [StoreReport(store, workdir / "stores" / store.name) for store in stores]
+    # The demo's operator runs the stores too: their floor admits the demo's own rounds.
+    limits = TrainingLimits.admitting(
+        local_epochs=options.local_epochs,
+        learning_rate=options.learning_rate,
+        min_members=TrainingLimits().min_members,
+    )
     for report in reports:
         step(f"{report.store.name}: enrolling {len(report.store.members)} members")
-        _enrol_store(report, pipeline)
+        _enrol_store(report, pipeline, limits)
         step(f"{report.store.name}: measuring recognition with the pretrained model")
         report.before = _score(report, pipeline)
 
@@ -97,6 +105,12 @@ def run_federated_demo(
         for report in reports:
             # Each store makes its own key pair; only the public key reaches the coordinator.
             identity = create_node_identity(report.folder)
+            # As `loyalnet store join` does: the store adopts only models this key signed.
+            install_model_signing_key(
+                report.folder,
+                tls.model_signing_public_key.read_bytes(),
+                str(tls.model_signing_public_key),
+            )
             flower.register_store(identity.public_key, report.store.name)
             flower.start_supernode(report.store.name, report.folder, node_config={"threads": 1})
         flower.wait_for_supernodes(len(reports))
@@ -119,10 +133,12 @@ def run_federated_demo(
 
     saved = list_model_versions(coordinator_dir / "models")[-1]
     global_model = load_model_version(saved)
+    manifest = read_manifest(saved)
     version = fine_tuned_version(global_model)
     for report in reports:
         step(f"{report.store.name}: adopting {version} and re-computing templates")
-        adoption = adopt_model(report.folder, global_model, version)
+        adoption = adopt_model(report.folder, global_model, version, manifest=manifest)
+        step(f"{report.store.name}: {adoption.provenance.summary}")
         report.retemplated = len(adoption.retemplated)
         report.needs_reenrolment = len(adoption.needs_reenrolment)
     step(f"calibrating the threshold of {version} on {options.calibration_people} strangers")
@@ -135,7 +151,6 @@ def run_federated_demo(
         step(f"{report.store.name}: measuring recognition with the federated model")
         report.after = _score(report, tuned)
 
-    manifest = json.loads(saved.manifest_path.read_text(encoding="utf-8"))
     return summary_json(reports, manifest, status, options, version)
 
 
@@ -181,10 +196,10 @@ def summary_json(
     }
 
 
-def _enrol_store(report: StoreReport, pipeline: FacePipeline) -> None:
+def _enrol_store(report: StoreReport, pipeline: FacePipeline, limits: TrainingLimits) -> None:
     paths = StorePaths(report.folder)
     report.folder.mkdir(parents=True)
-    config = StoreConfig(store_id=report.store.name)
+    config = StoreConfig(store_id=report.store.name, training=limits)
     write_config(paths, config)
     consent = frozenset({Purpose.RECOGNITION, Purpose.MODEL_IMPROVEMENT})
     with Gallery.create(paths.database, paths.key) as gallery:

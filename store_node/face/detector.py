@@ -52,6 +52,21 @@ class Face:
         x1, y1, x2, y2 = self.box
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
+    def rescaled(self, x_factor: float, y_factor: float) -> Face:
+        """This face in the same image resized by these factors (new pixels per old pixel).
+
+        Maps a face found in a scaled-down working image back to the original photo (factors
+        above 1) or the other way (below 1), with the convention the detector itself uses for
+        its own resizing: coordinates are multiplied, so pixel edges stay on pixel edges.
+        """
+        factors = np.array([x_factor, y_factor], dtype=np.float32)
+        x1, y1, x2, y2 = self.box
+        return Face(
+            box=(x1 * x_factor, y1 * y_factor, x2 * x_factor, y2 * y_factor),
+            score=self.score,
+            landmarks=(self.landmarks * factors).astype(np.float32),
+        )
+
 
 def anchor_priors(height: int, width: int) -> torch.Tensor:
     """Anchor boxes for a (height, width) network input, (A, 4) as (cx, cy, w, h) in [0, 1].

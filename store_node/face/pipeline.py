@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from store_node.face.alignment import ALIGNED_SIZE, align_face
 from store_node.face.detector import Face, FaceDetector
 from store_node.face.embedder import DEFAULT_FLIP, FaceEmbedder
-from store_node.face.images import ImageSource, load_image
+from store_node.face.images import ImageSource, LoadedImage, read_image
 from store_node.face.mobilefacenet import MobileFaceNet
 from store_node.face.weights import (
     MOBILEFACENET_VERSION,
@@ -117,12 +117,30 @@ class FacePipeline:
         return self.embedder.model_version
 
     def detect(self, image: ImageSource) -> list[Face]:
-        """Faces in the image, largest first; [] when there is none."""
-        return self.detector.detect(load_image(image))
+        """Faces in the image, largest first; [] when there is none.
+
+        Boxes and landmarks are in the pixels of ``image`` as given, also when an image larger
+        than ``MAX_WORKING_SIDE`` was scaled down to find them.
+
+        Raises:
+            ImageError: the source cannot be read as an image, or is over the pixel limit.
+        """
+        loaded = read_image(image)
+        return _to_original(loaded, self.detector.detect(loaded.pixels))
 
     def align(self, image: ImageSource, faces: Sequence[Face]) -> NDArray[np.uint8]:
-        """(len(faces), 112, 112, 3) uint8 RGB crops, one per face, in the same order."""
-        return _align_all(load_image(image), faces)
+        """(len(faces), 112, 112, 3) uint8 RGB crops, one per face, in the same order.
+
+        ``faces`` are in the pixels of ``image`` as given, as ``detect`` returns them.
+
+        Raises:
+            ImageError: the source cannot be read as an image, or is over the pixel limit.
+        """
+        loaded = read_image(image)
+        sx, sy = loaded.scale
+        if (sx, sy) != (1.0, 1.0):
+            faces = [face.rescaled(1.0 / sx, 1.0 / sy) for face in faces]
+        return _align_all(loaded.pixels, faces)
 
     def embed(self, crops: NDArray[np.uint8]) -> NDArray[np.float32]:
         """(N, 128) unit-length float32 embeddings of (N, 112, 112, 3) aligned crops."""
@@ -131,23 +149,35 @@ class FacePipeline:
     def encode(self, source: ImageSource, *, all_faces: bool = False) -> list[FaceEncoding]:
         """Detect, align and embed: the largest face only, or every face with ``all_faces``.
 
-        Returns [] when no face is found.
+        Returns [] when no face is found. Each encoding's face is in the pixels of ``source``
+        as given; a large image is scaled down first (see ``read_image``) and its faces
+        aligned from the scaled image, which keeps enough pixels for the 112x112 crop.
 
         Raises:
-            ImageError: the source cannot be read as an image.
+            ImageError: the source cannot be read as an image, or is over the pixel limit.
         """
-        pixels = load_image(source)
-        faces = self.detector.detect(pixels)
+        loaded = read_image(source)
+        faces = self.detector.detect(loaded.pixels)
         if not all_faces:
             faces = faces[:1]
         if not faces:
             return []
-        crops = _align_all(pixels, faces)
+        crops = _align_all(loaded.pixels, faces)
         embeddings = self.embed(crops)
         return [
             FaceEncoding(face=face, crop=crop, embedding=vector)
-            for face, crop, vector in zip(faces, crops, embeddings, strict=True)
+            for face, crop, vector in zip(
+                _to_original(loaded, faces), crops, embeddings, strict=True
+            )
         ]
+
+
+def _to_original(loaded: LoadedImage, faces: list[Face]) -> list[Face]:
+    """Faces found in ``loaded.pixels``, placed in the pixels of the image as given."""
+    sx, sy = loaded.scale
+    if (sx, sy) == (1.0, 1.0):
+        return faces
+    return [face.rescaled(sx, sy) for face in faces]
 
 
 def _align_all(image_rgb: NDArray[np.uint8], faces: Sequence[Face]) -> NDArray[np.uint8]:

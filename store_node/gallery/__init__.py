@@ -1,8 +1,10 @@
 """The member gallery of a store node: consenting members, sealed face templates, 1:N search.
 
-Biometrics are sealed at rest with the store's key file (AES-256-GCM); consent is recorded
-before any template; erasing a member wipes every trace from the database files and leaves an
-audit record that holds no biometrics and no member id in clear.
+Biometrics, names and tiers are sealed at rest with the store's key file (AES-256-GCM); consent
+rows carry keyed tags, so an edited one counts as no consent; consent is recorded before (or
+with) any template; withdrawing or outliving a consent deletes what it covered; erasing a member
+wipes every trace from the database files and leaves an audit record that holds no biometrics
+and no member id in clear.
 """
 
 from store_node.gallery.calibration import (
@@ -37,8 +39,13 @@ from store_node.gallery.records import (
     AuditEntry,
     EnrolmentResult,
     ErasureReceipt,
+    IntegrityProblem,
     Match,
+    MemberEnrolment,
     MemberSummary,
+    PurgeReport,
+    Removed,
+    Withdrawal,
 )
 
 __all__ = [
@@ -58,17 +65,22 @@ __all__ = [
     "GalleryExistsError",
     "GalleryNotFoundError",
     "ImpostorScores",
+    "IntegrityProblem",
     "InvalidInputError",
     "KeyFileError",
     "Match",
+    "MemberEnrolment",
     "MemberSummary",
+    "PurgeReport",
     "Purpose",
     "PurposeError",
+    "Removed",
     "ScrubError",
     "StoreKey",
     "TamperedDataError",
     "Threshold",
     "UnknownMemberError",
+    "Withdrawal",
     "WrongKeyError",
     "far_per_comparison",
     "impostor_scores_from_embeddings",

@@ -2,7 +2,9 @@
 
 A member may consent several times (renewal, narrowing or widening the purposes). The consent
 that governs at a moment is the one granted most recently up to that moment; an older, broader
-consent never outlives a newer, narrower one.
+consent never outlives a newer, narrower one. A withdrawal is recorded as a newer consent: with
+the remaining purposes and the old expiry, or, when nothing remains, with no purposes and an
+expiry equal to its grant, so that from then on no consent is in force.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class Consent:
     """One consent a member gave.
 
     Attributes:
-        purposes: what the member agreed to (never empty).
+        purposes: what the member agreed to; empty only for the record of a withdrawal of
+            every purpose, which expires the instant it is granted.
         policy_version: the privacy policy the member was shown, e.g. "2026-11".
         granted_at: when consent was given (timezone-aware, UTC).
         expires_at: end of retention (timezone-aware, UTC, exclusive).

@@ -1,8 +1,11 @@
 """The tables of a store's gallery: one SQLite file per store.
 
-Biometrics (templates, enrolment crops) only ever appear sealed (AES-256-GCM, see
-:mod:`store_node.gallery.sealing`). ``members`` and ``consents`` hold no biometrics; the audit
-trail names members only by a keyed pseudonym so it survives erasure without identifying anyone.
+Biometrics (templates, enrolment crops, class rows) and members' names and tiers only ever
+appear sealed (AES-256-GCM, see :mod:`store_node.gallery.sealing`). Consent rows stay readable
+(an auditor can read who agreed to what without the key) but each carries a keyed tag, chained
+to the member's previous consent and to a head tag on the member row, so an edited, copied,
+reordered or deleted consent is detected and counts as no consent. The audit trail names
+members only by a keyed pseudonym so it survives erasure without identifying anyone.
 
 These classes never leave the package: callers get the dataclasses of
 :mod:`store_node.gallery.records`.
@@ -12,11 +15,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DDL, DateTime, Dialect, ForeignKey, Index, LargeBinary, String, Text, event
+from sqlalchemy import (
+    DDL,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: names and tiers sealed, consent rows tagged (schema 1 kept them in clear, untagged)."""
 
 META_SCHEMA_VERSION = "schema_version"
 META_KEY_CHECK = "key_check"
@@ -45,29 +61,45 @@ class Base(DeclarativeBase):
 
 
 class MemberRow(Base):
-    """A loyalty member known to this store; no biometrics."""
+    """A loyalty member known to this store; no biometrics, no name or tier in clear.
+
+    The member id stays in clear: it is the key every other table refers to and what staff
+    look members up by (the loyalty card number). ``consent_count`` and ``consent_head`` close
+    the member's consent chain (see :mod:`store_node.gallery.sealing`): without them, deleting
+    a member's newest consent (a withdrawal) would silently revive the older one.
+    """
 
     __tablename__ = "members"
 
     member_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    display_name: Mapped[str | None] = mapped_column(String(200))
-    tier: Mapped[str | None] = mapped_column(String(64))
+    sealed_profile: Mapped[bytes] = mapped_column(LargeBinary)  # display name and tier
+    consent_count: Mapped[int] = mapped_column(Integer)
+    consent_head: Mapped[bytes] = mapped_column(LargeBinary)  # HMAC over count and last tag
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ConsentRow(Base):
-    """One consent a member gave; kept as history, the latest granted one governs."""
+    """One consent a member gave; kept as history, the latest granted one governs.
+
+    ``seq`` numbers a member's consents 1, 2, ... in recording order (the row's identity;
+    ``id`` is only SQLite's); ``tag`` authenticates the member id, ``seq``, the purposes, the
+    policy, both instants and the previous consent's tag, with a key derived from the store key.
+    A withdrawal of every purpose is a row with no purposes that expires when it is granted.
+    """
 
     __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("member_id", "seq"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     member_id: Mapped[str] = mapped_column(
         ForeignKey("members.member_id", ondelete="CASCADE"), index=True
     )
+    seq: Mapped[int] = mapped_column(Integer)
     purposes: Mapped[str] = mapped_column(String(200))  # canonical comma list, see consent.py
     policy_version: Mapped[str] = mapped_column(String(64))
     granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    tag: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class TemplateRow(Base):

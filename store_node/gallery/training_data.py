@@ -2,8 +2,9 @@
 
 A member counts when the consent in force at ``now`` (see :mod:`.consent`) includes
 ``model_improvement`` and they have at least one stored crop. Crops are kept only under that
-consent, but a consent can expire with its crops still stored; those crops are not used.
-Members with recognition-only consent have no crops and contribute nothing.
+consent, but a consent can expire with its crops still stored; those crops are not used (and
+``Gallery.purge_expired`` deletes them). Members with recognition-only consent have no crops and
+contribute nothing.
 """
 
 from __future__ import annotations

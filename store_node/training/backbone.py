@@ -23,14 +23,14 @@ Why these:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from loyalnet.model_digest import state_digest as canonical_state_digest
 from store_node.face.mobilefacenet import MobileFaceNet
-from store_node.training.errors import TrainingError
+from store_node.training.model_check import check_backbone
 
 FINE_TUNED_PREFIX = "mobilefacenet-ft-"
 _COUNTER_SUFFIX = "num_batches_tracked"
@@ -60,29 +60,12 @@ def load_backbone(state: Mapping[str, torch.Tensor]) -> MobileFaceNet:
     """A fresh MobileFaceNet holding ``state`` (a ``backbone_state``), in eval mode.
 
     Raises:
-        TrainingError: keys or shapes differ from the network's, or a value is not finite.
+        ModelCheckError: ``state`` fails :func:`~store_node.training.model_check.check_backbone`
+            (other keys or shapes, a non-floating dtype, NaN or infinity, a negative running
+            variance); a :class:`TrainingError`.
     """
+    check_backbone(state)
     network = MobileFaceNet()
-    expected = backbone_state(network)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise TrainingError(
-            f"the backbone message does not fit MobileFaceNet (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}); the coordinator must send a backbone_state."
-        )
-    for key, value in expected.items():
-        given = state[key]
-        if tuple(given.shape) != tuple(value.shape):
-            raise TrainingError(
-                f"backbone tensor {key} has shape {tuple(given.shape)}, MobileFaceNet needs "
-                f"{tuple(value.shape)}; the coordinator must send a backbone_state."
-            )
-        if not torch.isfinite(given).all():
-            raise TrainingError(
-                f"backbone tensor {key} holds NaN or infinity; the global model diverged, so "
-                "restart the run from the last good model."
-            )
     # The counters are absent by design; everything else must load.
     network.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=False)
     return network.eval()
@@ -91,18 +74,10 @@ def load_backbone(state: Mapping[str, torch.Tensor]) -> MobileFaceNet:
 def state_digest(state: Mapping[str, torch.Tensor]) -> str:
     """sha256 (hex) of a backbone state in a canonical form, independent of torch.save's bytes.
 
-    Hashes, for each key in sorted order: the key, the dtype, the shape and the values as
-    little-endian bytes, each length-prefixed. Equal states give equal digests on any machine.
+    The coordinator's manifests carry the same digest (``state_sha256``), so it is defined
+    once, in :func:`loyalnet.model_digest.state_digest`, for both sides.
     """
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        array = state[key].detach().cpu().contiguous().numpy()
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        for part in (key.encode(), array.dtype.str.encode(), repr(array.shape).encode()):
-            digest.update(len(part).to_bytes(8, "big") + part)
-        data = array.tobytes()
-        digest.update(len(data).to_bytes(8, "big") + data)
-    return digest.hexdigest()
+    return canonical_state_digest(state)
 
 
 def fine_tuned_version(state: Mapping[str, torch.Tensor]) -> str:

@@ -4,7 +4,9 @@ The round, for the backbone w received from the coordinator (w_global):
 
 1. read the enrolment crops of members whose consent in force includes model improvement
    (:func:`store_node.gallery.training_data.training_examples`); with fewer than
-   ``min_members`` such members, decline: nothing is trained, nothing is sent;
+   ``min_members`` such members, or fewer than the store's own floor (``store.toml``
+   ``[training] min_members``, whatever the run asks), decline: nothing is trained, nothing
+   is sent;
 2. load each member's class row from the gallery, or start it at the member's mean embedding
    under w_global (:mod:`.cosface`);
 3. for ``local_epochs`` passes over the crops in a seeded random order, minimise the CosFace
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from store_node.config import StorePaths
+from store_node.config import TRAINING_TABLE, StorePaths, read_config
 from store_node.face.mobilefacenet import EMBEDDING_DIM
 from store_node.gallery import Gallery
 from store_node.gallery.class_weights import load_class_weights, save_class_weights
@@ -160,7 +162,8 @@ class TrainingOutcome:
         backbone: exactly the tensors to send (a ``backbone_state``); None when declined.
         examples: crops trained on (the FedAvg weight); 0 when declined, so a declining store
             is not counted.
-        members: consenting members with crops (classes); reported even when declined.
+        members: consenting members with crops (classes); counted even when declined, for
+            the store's own log (a declining reply does not carry it).
         loss_first_epoch: mean CosFace loss (without the proximal term) over the first epoch,
             nats per crop; 0.0 when declined. With a few dozen crops it is dominated by how
             hard that epoch's augmentation draw was, so it tracks progress only on average
@@ -168,7 +171,7 @@ class TrainingOutcome:
         loss_last_epoch: the same over the last epoch.
         seconds: wall time of the round.
         declined: '' when trained, else why not, e.g. 'only 3 consenting members, the run
-            needs 5'.
+            needs 5'. For the store's log: a declining store sends no reason and no count.
         new_class_weights: class rows started this round from mean embeddings (members seen
             for the first time); the others were loaded from the gallery.
     """
@@ -194,7 +197,8 @@ def train_store_round(
     """Train the global backbone on this store's consenting members for one round.
 
     Args:
-        store_dir: the store folder (``gallery.db`` and ``store.key``).
+        store_dir: the store folder (``gallery.db``, ``store.key`` and ``store.toml``, whose
+            ``[training] min_members`` the store never trains below).
         global_backbone: the round's starting model, a ``backbone_state``.
         config: the run's settings.
         now: the instant consent is judged at; None is the current time.
@@ -206,13 +210,20 @@ def train_store_round(
     Raises:
         TrainingError: the backbone does not fit MobileFaceNet, or training diverged.
         GalleryError: the store's gallery or key cannot be opened.
+        LoyalnetError: the store's ``store.toml`` is missing or invalid.
     """
     started = time.perf_counter()
     paths = StorePaths(Path(store_dir))
+    floor = read_config(paths).training.min_members
     with Gallery.open(paths.database, paths.key) as gallery:
         data = training_examples(gallery, now)
-        if data.members < config.min_members:
+        if data.members < max(config.min_members, floor):
             reason = f"only {data.members} consenting members, the run needs {config.min_members}"
+            if floor > config.min_members:
+                reason = (
+                    f"only {data.members} consenting members, this store trains on no fewer "
+                    f"than {floor} (store.toml [{TRAINING_TABLE}] min_members)"
+                )
             return TrainingOutcome(
                 None, 0, data.members, 0.0, 0.0, time.perf_counter() - started, reason
             )
@@ -242,7 +253,10 @@ def _coerce(kind: str, value: object) -> bool | int | float | None:
         return None
     if kind == "int":
         return value if isinstance(value, int) else None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float: no valid setting either
+        return None
 
 
 def _initial_rows(
