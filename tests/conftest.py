@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flwr.supercore.task_identity import TaskIdentity
 
 from loyalnet.assets import data_home
 
@@ -23,3 +25,11 @@ def lfw_images(shared: Path) -> Path:
 @pytest.fixture(scope="session")
 def orl_images(shared: Path) -> Path:
     return shared / "data" / "orl"
+
+
+@pytest.fixture
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Flower stamps each message with its process's run and node; outside one, fake them."""
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+    yield

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -18,3 +20,13 @@ def unit_vectors(rng: np.random.Generator, count: int) -> NDArray[np.float32]:
 def random_crops(rng: np.random.Generator, count: int) -> NDArray[np.uint8]:
     """``count`` random 112x112x3 uint8 crops."""
     return rng.integers(0, 256, size=(count, 112, 112, 3), dtype=np.uint8)
+
+
+class FakeGrid:
+    """Just what configuring a round asks of a Flower Grid: the connected nodes."""
+
+    def __init__(self, nodes: Sequence[int]) -> None:
+        self.nodes = list(nodes)
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes

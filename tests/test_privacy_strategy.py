@@ -4,7 +4,6 @@ aggregation from hand-made replies, and the store's clipping mod."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -28,8 +27,8 @@ from flwr.serverapp.strategy import (
     FedProx,
 )
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
-from flwr.supercore.task_identity import TaskIdentity
 from numpy.typing import NDArray
+from synthetic import FakeGrid
 
 from coordinator.errors import RunConfigError
 from coordinator.privacy_accountant import privacy_spent
@@ -40,23 +39,7 @@ from store_node.client_app import _backbone_record, clip_when_asked, declining_r
 
 Arrays = dict[str, NDArray[np.float32]]
 
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Flower stamps each message with its process's run and node; outside one, fake them."""
-    for name in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1)
-    yield
-
-
-class FakeGrid:
-    """Just what configuring a round asks of a Grid: the connected nodes."""
-
-    def __init__(self, nodes: Sequence[int]) -> None:
-        self.nodes = list(nodes)
-
-    def get_node_ids(self) -> list[int]:
-        return self.nodes
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 def _settings(tmp_path: Path, **overrides: bool | int | float | str) -> FederationSettings:

@@ -35,8 +35,8 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedTrimmedAvg
-from flwr.supercore.task_identity import TaskIdentity
 from numpy.typing import NDArray
+from synthetic import FakeGrid
 
 from coordinator.errors import RunConfigError
 from coordinator.initial_model import pretrained_backbone
@@ -72,23 +72,7 @@ LFW_TOLERANCE = 0.1
 MAX_SCORE_CHANGE = 0.01
 """How much any pair's cosine score may change: accuracy on a subset saturates, scores do not."""
 
-
-@pytest.fixture(autouse=True)
-def task_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Flower stamps each message with its process's run and node; outside one, fake them."""
-    for name in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1)
-    yield
-
-
-class FakeGrid:
-    """Just what configuring a round asks of a Grid: the connected nodes."""
-
-    def __init__(self, nodes: list[int]) -> None:
-        self.nodes = nodes
-
-    def get_node_ids(self) -> list[int]:
-        return self.nodes
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 # --- the stores' models ----------------------------------------------------------------------

@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
-from flwr.supercore.task_identity import TaskIdentity
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -200,14 +199,6 @@ def build_scene(fpir: float = 0.2, folds: Sequence[int] | None = None, lfw: bool
     )
     only_a = [*a_gallery, *(p for p in a_probes if p != NO_FACE)]
     return Scene(model, evaluation, only_a, lfw_ids, heldout[2])
-
-
-@pytest.fixture
-def task_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Flower stamps each message with its process's run and node; outside one, fake them."""
-    for name in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1)
-    yield
 
 
 def reply(

@@ -285,12 +285,7 @@ class Gallery:
             member = self._require_member(session, member_id)
             tampered = self._append_consent(session, member, consent)
             removed, needles = self._prune(session, member_id, consent.purposes)
-            details = {
-                **_consent_details(consent, retention_days),
-                "templates_removed": removed.templates,
-                "crops_removed": removed.crops,
-                "tampered_consents_removed": tampered,
-            }
+            details = _consent_details(consent, retention_days, removed, tampered)
             self._audit(session, AuditAction.CONSENT, member_id, details, consent.granted_at)
         if removed.total:
             self._scrub(f"member {member_id}'s consent was narrowed", removed, needles)
@@ -471,12 +466,7 @@ class Gallery:
             member = self._put_member(session, member_id, profile, now)
             tampered = self._append_consent(session, member, consent)
             removed, needles = self._prune(session, member_id, consent.purposes)
-            details = {
-                **_consent_details(consent, retention_days),
-                "templates_removed": removed.templates,
-                "crops_removed": removed.crops,
-                "tampered_consents_removed": tampered,
-            }
+            details = _consent_details(consent, retention_days, removed, tampered)
             self._audit(session, AuditAction.CONSENT, member_id, details, now)
             stored = self._store_templates(
                 session, member_id, vectors, model_version, images, consent, now
@@ -1133,11 +1123,17 @@ def _new_consent(
     return Consent(chosen, policy_version, now, now + timedelta(days=retention_days))
 
 
-def _consent_details(consent: Consent, retention_days: int) -> dict[str, object]:
+def _consent_details(
+    consent: Consent, retention_days: int, removed: Removed, tampered: int
+) -> dict[str, object]:
+    """A consent audit record's details: what was agreed, and what it took away (counts)."""
     return {
         "purposes": sorted(p.value for p in consent.purposes),
         "policy_version": consent.policy_version,
         "retention_days": retention_days,
+        "templates_removed": removed.templates,
+        "crops_removed": removed.crops,
+        "tampered_consents_removed": tampered,
     }
 
 
