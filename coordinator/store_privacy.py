@@ -57,11 +57,10 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 from flwr.supercore.differential_privacy import compute_clip_model_update, get_norm
 
 from coordinator.privacy_accountant import privacy_spent
+from coordinator.store_influence import keep_statistics
 
 STORE_WEIGHT_KEY = "dp-store-weight"
 """The weight every trained store's reply gets in a private round: 1. Never sent by a store."""
-FROZEN_SUFFIXES = (".running_mean", ".running_var")
-"""Arrays that keep the round's global values: the frozen BatchNorm statistics."""
 UNCLIPPED_TOLERANCE = 1.01
 """An update longer than this times C was not clipped by its store (float32 rounding of a
 clipped one stays far below)."""
@@ -120,7 +119,7 @@ class StorePrivacy(DifferentialPrivacyClientSideFixedClipping):
         if arrays:
             self.released_rounds += 1
             stddev = self.noise_multiplier * self.clipping_norm / len(trained)
-            arrays = self._keep_frozen(arrays)
+            arrays = keep_statistics(arrays, self._global)
         spent = privacy_spent(self.released_rounds, self.noise_multiplier, self.delta)
         metrics = metrics if metrics is not None else MetricRecord()
         metrics["epsilon"] = spent.epsilon
@@ -161,11 +160,3 @@ class StorePrivacy(DifferentialPrivacyClientSideFixedClipping):
                 )
                 return True
         return False
-
-    def _keep_frozen(self, arrays: ArrayRecord) -> ArrayRecord:
-        """``arrays`` with the frozen statistics put back to the round's global values."""
-        kept = ArrayRecord()
-        for key, array in arrays.items():
-            frozen = key.endswith(FROZEN_SUFFIXES) and key in self._global
-            kept[key] = self._global[key] if frozen else array
-        return kept

@@ -122,12 +122,12 @@ def _train(msg: Message, context: Context) -> Message:
     _set_threads(context)
     received = msg.content.array_records["arrays"]
     settings: dict[str, object] = dict(msg.content.config_records.get("config", ConfigRecord()))
-    limits = read_config(StorePaths(store_dir)).training
-    refusal = round_refusal(settings, limits)
+    paths = StorePaths(store_dir)
+    refusal = round_refusal(settings, read_config(paths).training)
     if refusal:  # before any training data is read
         log(WARNING, "this store declines the round: %s", refusal)
         return declining_reply(msg)
-    _purge_expired(StorePaths(store_dir))
+    _purge_expired(paths)
     config = round_training_config(settings)
     outcome = train_store_round(store_dir, received.to_torch_state_dict(), config)
     if outcome.backbone is None:

@@ -251,13 +251,8 @@ def _audit_refusal(
     """
     details = {"model_version": model_version[:128], "reason": str(error)[:500]}
     try:
-        # Package-internal access, as store_node.gallery.recognition_model does: the gallery
-        # has no public call for an audit record that is not about a member's data.
-        with (
-            Gallery.open(paths.database, paths.key) as gallery,
-            gallery._session(write=True) as session,
-        ):
-            gallery._audit(session, AuditAction.MODEL_REFUSED, None, details, now)
+        with Gallery.open(paths.database, paths.key) as gallery:
+            gallery.record_store_event(AuditAction.MODEL_REFUSED, details, now)
     except LoyalnetError as audit_error:
         error.add_note(f"The refusal could not be audited: {audit_error}")
 

@@ -30,7 +30,7 @@ from test_federated_round import (  # noqa: F401 (fixtures, used by name)
 
 from coordinator.model_versions import load_model_version
 from coordinator.privacy_accountant import privacy_spent
-from coordinator.store_privacy import FROZEN_SUFFIXES
+from coordinator.store_influence import STATISTICS_SUFFIXES
 from store_node.config import StorePaths, read_config, write_config
 
 Arrays = dict[str, NDArray[np.float64]]
@@ -103,7 +103,7 @@ def test_private_rounds_clip_add_noise_and_report_epsilon(
     }
     assert all(np.isfinite(value).all() for value in model.values())
     average = {key: (sent["a"][key] + sent["b"][key]) / 2 for key in model}
-    trainable = [key for key in model if not key.endswith(FROZEN_SUFFIXES)]
+    trainable = [key for key in model if not key.endswith(STATISTICS_SUFFIXES)]
     noise = np.concatenate([(model[key] - average[key]).ravel() for key in trainable])
     print(f"noise on {noise.size} numbers: std {noise.std():.3g}, expected {sigma * clipping / 2}")
     assert noise.std() == pytest.approx(sigma * clipping / 2, rel=0.02)

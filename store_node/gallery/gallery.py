@@ -728,6 +728,17 @@ class Gallery:
                 for row in rows
             ]
 
+    def record_store_event(
+        self, action: AuditAction, details: Mapping[str, object], now: datetime | None = None
+    ) -> str:
+        """Add an audit record about the store itself (no member), e.g. a refused model.
+
+        ``details`` must be JSON-serialisable labels and counts, never biometrics or a
+        member's data. Returns the record's receipt id.
+        """
+        with self._session(write=True) as session:
+            return self._audit(session, action, None, details, resolve_now(now))
+
     def member_ref(self, member_id: str) -> str:
         """The keyed pseudonym under which the audit trail names ``member_id``."""
         return self._member_ref(check_member_id(member_id))
