@@ -609,8 +609,7 @@ def scrub(store: StoreOption = None, as_json: JsonOption = False) -> None:
     Needed after an erase, withdraw or purge reported that another program kept the gallery
     open: run it once that program has finished. Exits 1 while the gallery is still held.
     """
-    paths = _paths(store)
-    with _opened(store) as (_, _config, gallery):
+    with _opened(store) as (paths, _config, gallery):
         try:
             gallery.scrub()
         except ScrubError as error:
