@@ -7,17 +7,38 @@ or, without it, by ``LOYALNET_COORDINATOR`` or ``coordinator_dir`` in the user's
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import signal
 import socket
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
 from rich.markup import escape
 
+from coordinator.control_plane.server import ControlPlane
 from coordinator.flwr_cli import StoreAlreadyRegisteredError
-from coordinator.home import DEFAULT_SUPERLINK_PORT, CoordinatorHome, create_coordinator_home
-from coordinator.processes import LOCALHOST
+from coordinator.home import (
+    DEFAULT_CONTROL_PORT,
+    DEFAULT_HEARTBEAT_SECONDS,
+    DEFAULT_SUPERLINK_PORT,
+    CoordinatorHome,
+    CoordinatorHomeError,
+    create_coordinator_home,
+)
+from coordinator.pki import issue_person_certificate, issue_store_certificate
+from coordinator.processes import LOCALHOST, LocalFederation
+from coordinator.registry import open_registry
+from coordinator.registry.commands import adopt_payload
+from coordinator.serve import serve as run_coordinator
+from loyalnet.chain_tls import Role, public_key_sha256
 from loyalnet.settings import COORDINATOR_ENV, Settings
 
 coordinator_app = typer.Typer(
@@ -27,6 +48,15 @@ coordinator_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="The registry's SQLAlchemy URL (default: coordinator.toml's, else coordinator.db).",
+        show_default=False,
+    ),
+]
 
 DirOption = Annotated[
     Path | None,
@@ -66,6 +96,13 @@ def init(
     port: Annotated[
         int, typer.Option("--port", help="The SuperLink's port.")
     ] = DEFAULT_SUPERLINK_PORT,
+    control_port: Annotated[
+        int,
+        typer.Option(help="The control plane's port (stores' sync, `loyalnet admin`)."),
+    ] = DEFAULT_CONTROL_PORT,
+    heartbeat_seconds: Annotated[
+        int, typer.Option(help="How often stores heartbeat, in seconds (1-3600).")
+    ] = DEFAULT_HEARTBEAT_SECONDS,
 ) -> None:
     """Create the coordinator folder: certificates, stores/ and coordinator.toml.
 
@@ -74,7 +111,9 @@ def init(
     store (`loyalnet store join --ca ca.crt ...` finds the key beside the certificate); the
     private keys never leave this folder.
     """
-    home = create_coordinator_home(_home(folder).folder, chain, hosts or [], port)
+    home = create_coordinator_home(
+        _home(folder).folder, chain, hosts or [], port, control_port, heartbeat_seconds
+    )
     hosts_text = ", ".join(home.read_config().hosts)
     out.print(
         f"coordinator of chain [bold]{escape(chain)}[/] created in {escape(str(home.folder))}"
@@ -89,7 +128,14 @@ def init(
         "and the model-signing public key "
         f"{escape(str(home.tls.model_signing_public_key.resolve()))}, side by side:"
     )
-    out.print(f"    loyalnet store join --ca ca.crt --superlink HOST:{port}")
+    out.print(
+        f"    loyalnet store join --ca ca.crt --superlink HOST:{port} "
+        f"--control-plane HOST:{control_port} --certificate STORE.crt"
+    )
+    out.print(
+        f"  admin certificate {escape(str(home.tls.admin_certificate))}: "
+        "`loyalnet admin --dir ... stores` once `loyalnet coordinator serve` runs"
+    )
 
 
 @coordinator_app.command("register-store")
@@ -99,12 +145,15 @@ def register_store(
     ],
     name: Annotated[str, typer.Option("--name", help="The store's name in the chain.")],
     folder: DirOption = None,
+    database: DatabaseOption = None,
 ) -> None:
-    """Admit a store: keep its public key in stores/NAME.pub and register it with the SuperLink.
+    """Admit a store: its key, its control-plane certificate, the registry, the SuperLink.
 
-    The registration is made when the coordinator's SuperLink is running on this machine
-    (127.0.0.1 and the port in coordinator.toml) and kept in its database, restarts
-    included. When the SuperLink is not running, only the key is kept: run this command
+    Keeps the store's public key in stores/NAME.pub, issues its control-plane certificate
+    stores/NAME.crt for that key (hand it to the store: `loyalnet store join ... --certificate
+    NAME.crt`), and registers the store in the coordinator's registry, where a promoted model
+    version is queued for it at once. The SuperLink registration is made when the SuperLink runs
+    on this machine (127.0.0.1 and the port in coordinator.toml); otherwise run this command
     again once it runs. Running it again for a registered store changes nothing.
     """
     home = _home(folder)
@@ -112,6 +161,8 @@ def register_store(
     kept, new = home.admit_store(name, public_key)
     where = "kept in" if new else "already in"
     out.print(f"store [bold]{escape(name)}[/]: public key {where} {escape(str(kept))}")
+    certificate = admit_to_control_plane(home, name, kept, database)
+    out.print(f"  control-plane certificate {escape(str(certificate))}; registered in the registry")
     address = f"{LOCALHOST}:{config.superlink_port}"
     if not _listening(config.superlink_port):
         out.print(
@@ -127,6 +178,155 @@ def register_store(
         out.print(f"  already registered with the SuperLink at {address}")
         return
     out.print(f"  registered with the SuperLink at {address}: node id {node_id}")
+
+
+@coordinator_app.command("revoke-store")
+def revoke_store(
+    name: Annotated[str, typer.Argument(help="The store's name in the chain.")],
+    folder: DirOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Take a store's certificate back: the control plane refuses it from now on (within 5 s).
+
+    Its commands stay queued and its receipts kept. To admit the store again, register it
+    anew (`register-store`), with a new key if the old one may have leaked.
+    """
+    home = _home(folder)
+    registry = open_registry(home.database_url(database))
+    try:
+        registry.revoke_store(name, datetime.now(UTC), actor="coordinator-cli")
+    finally:
+        registry.close()
+    out.print(f"store [bold]{escape(name)}[/] revoked: the control plane no longer admits it")
+
+
+@coordinator_app.command("issue-certificate")
+def issue_certificate(
+    name: Annotated[str, typer.Argument(help="The person's name, shown in the audit log.")],
+    role: Annotated[
+        str, typer.Option(help="admin (reads and acts) or viewer (reads only).")
+    ] = "viewer",
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Where to write NAME.crt and NAME.key (0600).")
+    ] = Path("."),
+    folder: DirOption = None,
+) -> None:
+    """Issue a control-plane certificate for a person: `loyalnet admin --certificate --key`."""
+    home = _home(folder)
+    home.read_config()
+    if role not in (Role.ADMIN.value, Role.VIEWER.value):
+        raise typer.BadParameter("--role must be admin or viewer.")
+    certificate, key = out_dir / f"{name}.crt", out_dir / f"{name}.key"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    issue_person_certificate(home.tls, name, Role(role), certificate, key)
+    out.print(
+        f"{role} certificate for {escape(name)}: {escape(str(certificate))}, "
+        f"key {escape(str(key))} (0600)"
+    )
+
+
+@coordinator_app.command()
+def serve(
+    folder: DirOption = None,
+    database: DatabaseOption = None,
+    host: Annotated[
+        str, typer.Option(help="Address the control plane binds (127.0.0.1: this machine only).")
+    ] = "0.0.0.0",
+    port: Annotated[
+        int | None, typer.Option(help="The control plane's port (default: coordinator.toml's).")
+    ] = None,
+    no_superlink: Annotated[
+        bool,
+        typer.Option(
+            "--no-superlink", help="Serve the control plane only (no federated training)."
+        ),
+    ] = False,
+) -> None:
+    """Run the coordinator: control plane and Flower SuperLink, until Ctrl-C or SIGTERM.
+
+    Opens the registry (SQLite coordinator.db in the folder unless --database or
+    coordinator.toml names another, e.g. postgresql+psycopg://user:pw@host/loyalnet) and
+    applies its migrations, then serves stores (heartbeats, commands, receipts) and admins
+    (`loyalnet admin`). Stopping stops everything it started.
+    """
+    home = _home(folder)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    def ready(plane: ControlPlane, federation: LocalFederation | None) -> None:
+        where = f"{host}:{plane.port}"
+        out.print(f"control plane listening on {escape(where)} (mutual TLS)")
+        if federation is not None and federation.superlink is not None:
+            out.print(f"SuperLink listening on {escape(federation.superlink.address)}")
+        out.print("Ctrl-C or SIGTERM stops the coordinator")
+
+    run_coordinator(
+        home,
+        stop,
+        database=database,
+        host=host,
+        port=port,
+        superlink=not no_superlink,
+        ready=ready,
+    )
+    out.print("coordinator stopped")
+
+
+def admit_to_control_plane(
+    home: CoordinatorHome, name: str, public_key: Path, database: str | None
+) -> Path:
+    """Issue store ``name``'s certificate for ``public_key`` and register it in the registry."""
+    key = serialization.load_ssh_public_key(public_key.read_bytes())
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise CoordinatorHomeError(f"{public_key} is not an ECDSA public key.")
+    certificate = home.store_certificate(name)
+    pem = certificate.read_bytes() if certificate.is_file() else b""
+    if not pem or _certified_key(pem) != public_key_sha256(key):
+        # Registering again keeps the certificate the store already holds.
+        pem = issue_store_certificate(home.tls, name, key)
+        certificate.write_bytes(pem)
+    registry = open_registry(home.database_url(database))
+    try:
+        now = datetime.now(UTC)
+        registry.register_store(
+            name,
+            key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ).decode("ascii"),
+            hashlib.sha256(pem).hexdigest(),
+            now,
+        )
+        # A store joining after a promotion runs the pretrained model: tell it to catch up.
+        promoted = registry.get_model_version(registry.promoted_version())
+        record = registry.get_store(name)
+        runs_it = record is not None and record.model_version == registry.promoted_version()
+        if promoted is not None and not runs_it and not registry.pending_commands(name):
+            registry.queue_command(
+                name,
+                "adopt-model",
+                adopt_payload(
+                    promoted.version, promoted.sha256, promoted.size_bytes, promoted.manifest_json
+                ),
+                now,
+            )
+    finally:
+        registry.close()
+    return certificate
+
+
+def _certified_key(pem: bytes) -> str:
+    try:
+        return public_key_sha256(x509.load_pem_x509_certificate(pem).public_key())
+    except ValueError:
+        return ""
 
 
 def _listening(port: int) -> bool:

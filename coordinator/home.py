@@ -3,10 +3,14 @@
 ``loyalnet coordinator init`` creates it::
 
     coordinator-home/
-      coordinator.toml   chain name, SuperLink port, certificate hosts (plain text, no secrets)
+      coordinator.toml   chain name, ports, certificate hosts, database URL (no secrets)
+      coordinator.db     the registry (SQLite default): stores, commands, receipts, model
+                         versions, runs, erasures, audit log (coordinator.registry)
       tls/               CA and SuperLink certificate and keys, and the model-signing key
                          pair that signs every model version (coordinator.pki; keys 0600)
       stores/<name>.pub  each admitted store's SuperNode public key (OpenSSH, public)
+      stores/<name>.crt  its control-plane certificate, issued for that key (public)
+      models/            model versions written by training runs (coordinator.model_versions)
       flower/            the SuperLink's database, logs and FLWR_HOME (LocalFederation)
 
 A store's public key is copied into ``stores/`` when the chain admits it; registering it
@@ -35,6 +39,10 @@ CONFIG_NAME = "coordinator.toml"
 DEFAULT_SUPERLINK_PORT = 8000
 """The SuperLink's port (Fleet, Control and runtime APIs) unless ``init --port`` says
 otherwise; Flower's own default."""
+DEFAULT_CONTROL_PORT = 8100
+"""The control plane's port (``loyalnet.chain.v1``) unless ``init --control-port`` says
+otherwise."""
+DEFAULT_HEARTBEAT_SECONDS = 10
 _STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
@@ -44,11 +52,21 @@ class CoordinatorHomeError(CoordinatorError):
 
 @dataclass(frozen=True)
 class CoordinatorConfig:
-    """``coordinator.toml``: the chain's name, the SuperLink's port, the certificate's hosts."""
+    """``coordinator.toml``: the chain's name, ports, the certificate's hosts, the database.
+
+    Attributes:
+        control_port: the control plane's port (stores' sync, admins' console and CLI).
+        heartbeat_seconds: how often stores are asked to heartbeat, 1 to 3600.
+        database: the registry's SQLAlchemy URL; empty means ``coordinator.db`` in the folder
+            (e.g. ``postgresql+psycopg://user:password@host/loyalnet`` for PostgreSQL).
+    """
 
     chain: str
     superlink_port: int = DEFAULT_SUPERLINK_PORT
     hosts: tuple[str, ...] = DEFAULT_HOSTS
+    control_port: int = DEFAULT_CONTROL_PORT
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS
+    database: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,22 @@ class CoordinatorHome:
     def stores(self) -> Path:
         """The admitted stores' public keys, ``<name>.pub``."""
         return self.folder / "stores"
+
+    @property
+    def models_dir(self) -> Path:
+        """The model versions training runs write (``coordinator.model_versions``)."""
+        return self.folder / "models"
+
+    def database_url(self, override: str | None = None) -> str:
+        """The registry's URL: ``override``, else ``coordinator.toml``'s, else the SQLite file."""
+        if override:
+            return override
+        configured = self.read_config().database
+        return configured or f"sqlite:///{(self.folder / 'coordinator.db').resolve()}"
+
+    def store_certificate(self, name: str) -> Path:
+        """Where the control-plane certificate issued to store ``name`` is kept."""
+        return self.stores / f"{_checked_store_name(name)}.crt"
 
     @property
     def flower_dir(self) -> Path:
@@ -100,6 +134,9 @@ class CoordinatorHome:
                 chain=str(values["chain"]),
                 superlink_port=int(values["superlink_port"]),
                 hosts=tuple(str(host) for host in values.get("hosts", DEFAULT_HOSTS)),
+                control_port=int(values.get("control_port", DEFAULT_CONTROL_PORT)),
+                heartbeat_seconds=int(values.get("heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS)),
+                database=str(values.get("database", "")),
             )
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, ValueError) as err:
             raise CoordinatorHomeError(
@@ -143,6 +180,8 @@ def create_coordinator_home(
     chain: str,
     hosts: Sequence[str] = DEFAULT_HOSTS,
     superlink_port: int = DEFAULT_SUPERLINK_PORT,
+    control_port: int = DEFAULT_CONTROL_PORT,
+    heartbeat_seconds: int = DEFAULT_HEARTBEAT_SECONDS,
 ) -> CoordinatorHome:
     """Create the coordinator folder: certificates for ``hosts``, ``stores/``, the settings.
 
@@ -160,12 +199,28 @@ def create_coordinator_home(
         raise CoordinatorHomeError("the chain name is empty; pass --chain NAME.")
     if not 1 <= superlink_port <= 65535:
         raise CoordinatorHomeError(f"--port must be in 1..65535, got {superlink_port}.")
+    if not 1 <= control_port <= 65535 or control_port == superlink_port:
+        raise CoordinatorHomeError(
+            f"--control-port must be in 1..65535 and differ from --port, got {control_port}."
+        )
+    if not 1 <= heartbeat_seconds <= 3600:
+        raise CoordinatorHomeError(
+            f"--heartbeat-seconds must be in 1..3600, got {heartbeat_seconds}."
+        )
     hosts = tuple(dict.fromkeys([*DEFAULT_HOSTS, *hosts]))
     create_coordinator_tls(home.tls.folder, chain, hosts)
     home.stores.mkdir(parents=True, exist_ok=True)
     home.config_path.write_text(
         "# loyalnet coordinator settings; see `loyalnet coordinator init --help`.\n"
-        + toml_table(None, {"chain": chain, "superlink_port": superlink_port})
+        + toml_table(
+            None,
+            {
+                "chain": chain,
+                "superlink_port": superlink_port,
+                "control_port": control_port,
+                "heartbeat_seconds": heartbeat_seconds,
+            },
+        )
         + "hosts = ["
         + ", ".join(toml_value(host) for host in hosts)
         + "]\n",

@@ -15,6 +15,14 @@ Files written into the coordinator's ``tls/`` folder:
 | ``server.key`` | SuperLink private key | 0600 |
 | ``model-signing.key`` | Ed25519 key that signs every saved model version | 0600 |
 | ``model-signing.pub`` | its public key, handed to every store with ``ca.crt`` | 0644 |
+| ``admin.crt``, ``admin.key`` | the first admin's control-plane certificate and key | 0644, 0600 |
+
+The CA also issues the control plane's client certificates (``loyalnet.chain_tls``): a store's
+(CN its name, OU ``store``) for the store's own node key when the chain admits it, and a
+person's (OU ``admin`` or ``viewer``) with a key made here. A store's certificate is revoked by
+revoking the store in the coordinator's registry: the control plane checks, on every call, that
+the certificate's key is the one registered for that name and that the store is not revoked,
+so no certificate revocation list has to reach anyone.
 
 The model-signing key is separate from the CA: it signs model manifests
 (``loyalnet.model_signing``), a different job from vouching for the SuperLink, and a store
@@ -36,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from loyalnet.chain_tls import Role
 from loyalnet.errors import LoyalnetError
 from loyalnet.model_signing import (
     MODEL_SIGNING_PUBLIC_KEY,
@@ -76,6 +85,15 @@ class CoordinatorTls:
     def model_signing_key(self) -> Path:
         """The Ed25519 key that signs model versions (0600; never leaves the coordinator)."""
         return self.folder / "model-signing.key"
+
+    @property
+    def admin_certificate(self) -> Path:
+        """The control-plane client certificate ``coordinator init`` makes for the first admin."""
+        return self.folder / "admin.crt"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.folder / "admin.key"
 
     @property
     def model_signing_public_key(self) -> Path:
@@ -166,7 +184,78 @@ def create_coordinator_tls(
     tls.ca_certificate.write_bytes(ca_certificate.public_bytes(serialization.Encoding.PEM))
     tls.server_certificate.write_bytes(server_certificate.public_bytes(serialization.Encoding.PEM))
     create_model_signing_key(tls)
+    issue_person_certificate(tls, "admin", Role.ADMIN, tls.admin_certificate, tls.admin_key)
     return tls
+
+
+def issue_store_certificate(
+    tls: CoordinatorTls, name: str, public_key: ec.EllipticCurvePublicKey
+) -> bytes:
+    """A control-plane client certificate (PEM) for store ``name``'s own node key.
+
+    The store keeps its private key; the chain only ever sees the public half (``node.pub``).
+    """
+    return _client_certificate(tls, name, Role.STORE, public_key)
+
+
+def issue_person_certificate(
+    tls: CoordinatorTls, name: str, role: Role, certificate_path: Path, key_path: Path
+) -> None:
+    """Make a key pair and a control-plane certificate for a person (an admin or a viewer).
+
+    Raises:
+        LoyalnetError: ``role`` is not a person's, or one of the files exists already.
+    """
+    if role is Role.STORE:
+        raise LoyalnetError("a store's certificate is issued for its own key: register the store.")
+    if certificate_path.exists() or key_path.exists():
+        raise LoyalnetError(
+            f"{certificate_path} or {key_path} exists already; choose other file names."
+        )
+    key = ec.generate_private_key(ec.SECP384R1())
+    write_secret_file(key_path, _private_pem(key))
+    certificate_path.write_bytes(_client_certificate(tls, name, role, key.public_key()))
+
+
+def _client_certificate(
+    tls: CoordinatorTls, name: str, role: Role, public_key: ec.EllipticCurvePublicKey
+) -> bytes:
+    ca_key = _read_ca_key(tls)
+    ca_certificate = x509.load_pem_x509_certificate(tls.ca_certificate.read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role.value),
+                    x509.NameAttribute(NameOID.COMMON_NAME, name),
+                ]
+            )
+        )
+        .issuer_name(ca_certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + SERVER_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA384())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def _read_ca_key(tls: CoordinatorTls) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(tls.ca_key.read_bytes(), password=None)
+    except (OSError, ValueError) as err:
+        raise LoyalnetError(
+            f"cannot read the chain's CA key {tls.ca_key} ({err}); certificates are issued on "
+            "the coordinator, in its folder."
+        ) from err
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise LoyalnetError(f"{tls.ca_key} is not the chain's ECDSA CA key.")
+    return key
 
 
 def create_model_signing_key(tls: CoordinatorTls) -> Path:

@@ -30,7 +30,9 @@ app = typer.Typer(
 
 def _mount_subcommands() -> None:
     # Imported here so that `loyalnet --help` does not pay for torch's import.
+    from coordinator.admin_cli import admin_app
     from coordinator.cli import coordinator_app
+    from coordinator.control_plane_bench import control_plane_command
     from loyalnet.demo.cli import demo_app
     from simulations.cli import sim_app
     from store_node.bench.cli import bench_app
@@ -38,6 +40,9 @@ def _mount_subcommands() -> None:
 
     app.add_typer(store_app, name="store")
     app.add_typer(coordinator_app, name="coordinator")
+    app.add_typer(admin_app, name="admin")
+    # The bench group is store_node's, which must not import the coordinator: mounted here.
+    bench_app.command("control-plane")(control_plane_command)
     app.add_typer(bench_app, name="bench")
     app.add_typer(demo_app, name="demo")
     app.add_typer(sim_app, name="sim")

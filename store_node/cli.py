@@ -30,6 +30,8 @@ from store_node.identification import identify_photos
 from store_node.joining import join_federation
 from store_node.model_check import read_model_file
 from store_node.retemplate import adopt_model, recognition_pipeline
+from store_node.serve import configure_logging, serve_store
+from store_node.sync import AgentSettings
 from store_node.threshold import (
     DEFAULT_CALIBRATION_PEOPLE,
     calibration_people,
@@ -138,6 +140,22 @@ def join(
             help="The chain's model-signing.pub (default: the one beside --ca, if there).",
         ),
     ] = None,
+    control_plane: Annotated[
+        str | None,
+        typer.Option(
+            "--control-plane",
+            help="The chain's control plane (for `loyalnet store serve`) as HOST:PORT "
+            "(default: keep the one store.toml holds).",
+        ),
+    ] = None,
+    certificate: Annotated[
+        Path | None,
+        typer.Option(
+            "--certificate",
+            help="This store's control-plane certificate from the chain (stores/<name>.crt of "
+            "`loyalnet coordinator register-store`; default: keep the one the store holds).",
+        ),
+    ] = None,
 ) -> None:
     """Join the chain's federated training: a node key, the chain's CA, the SuperLink.
 
@@ -147,9 +165,13 @@ def join(
 
     Hand the printed node.pub to the chain (`loyalnet coordinator register-store`); until it
     is registered the SuperLink refuses this store. Joining again keeps the key pair.
+    Once registered, join again with --control-plane HOST:PORT --certificate FILE (the
+    certificate the chain issued for node.pub) to run `loyalnet store serve`.
     """
     paths = _paths(store)
-    result = join_federation(paths, ca, superlink, model_key)
+    result = join_federation(
+        paths, ca, superlink, model_key, control_plane=control_plane, certificate_file=certificate
+    )
     config = read_config(paths)
     kept = "created" if result.new_identity else "kept (the chain knows the store by it)"
     out.print(
@@ -169,10 +191,51 @@ def join(
             "  no model-signing key (none given, none beside the CA certificate): adopted "
             "models are checked for hash, names, shapes and values, not for who made them"
         )
+    if result.control_plane:
+        out.print(f"  control plane {escape(result.control_plane)}")
+    if result.control_plane_certificate is not None:
+        held = "installed" if result.new_certificate else "kept"
+        then = (
+            "run `loyalnet store serve` to connect"
+            if result.control_plane
+            else "join again with --control-plane HOST:PORT to connect"
+        )
+        path = escape(str(result.control_plane_certificate))
+        out.print(f"  control-plane certificate {path}: {held}; {then}")
     out.print("  hand this public key to the chain's coordinator:")
     print(result.identity.public_key.resolve())
     store_id = escape(config.store_id)
     out.print(f"  (there: loyalnet coordinator register-store node.pub --name {store_id})")
+
+
+@store_app.command()
+def serve(
+    store: StoreOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one sync cycle, then exit (for scripts).")
+    ] = False,
+    calibration_people: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            help="Strangers to calibrate the threshold with after the chain's model is adopted "
+            "(as `loyalnet store calibrate --limit`); fewer is faster and less exact.",
+        ),
+    ] = DEFAULT_CALIBRATION_PEOPLE,
+) -> None:
+    """Run the store: keep it in step with the chain's control plane until SIGTERM or Ctrl-C.
+
+    Sends a heartbeat of aggregate numbers (never a member's data), carries out the chain's
+    erasures and model adoptions, and answers each with a receipt signed by the store's node
+    key, kept in sync.db until the coordinator has it. While the coordinator is unreachable
+    it retries with back-off. Needs a store that joined with `loyalnet store join ...
+    --control-plane HOST:PORT --certificate FILE`. Logs go to stderr.
+    """
+    configure_logging()
+    settings = AgentSettings(
+        calibration_people=calibration_people, threads=Settings.from_environment().threads
+    )
+    raise typer.Exit(serve_store(_paths(store).root, once=once, settings=settings))
 
 
 @store_app.command()

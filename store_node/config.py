@@ -7,7 +7,11 @@ A store folder holds everything a store node keeps:
 - ``store.toml``: the settings below, plain text, no secrets;
 - once the store joined the chain's federation (``loyalnet store join``): ``node_key`` (its
   SuperNode's private key, mode 0600), ``node.pub`` (the public key the chain registers) and
-  ``ca.crt`` (the chain's CA certificate, which the SuperLink's TLS certificate is checked by).
+  ``ca.crt`` (the chain's CA certificate, which the SuperLink's TLS certificate is checked by);
+- once the chain admitted it to its control plane (``loyalnet store join --control-plane H:P
+  --certificate F``): ``control-plane.crt``, the store's client certificate (public) for its
+  own ``node_key``, and ``sync.db``, the outbox of ``loyalnet store serve``
+  (``store_node.sync``).
 
 ``store.toml`` is read strictly: every key must be known, of its exact type and in its range,
 or the file is refused with a message naming the file, the key, the value and what is valid.
@@ -40,6 +44,7 @@ CONFIG_NAME = "store.toml"
 DATABASE_NAME = "gallery.db"
 KEY_NAME = "store.key"
 CA_CERTIFICATE_NAME = "ca.crt"
+CONTROL_PLANE_CERTIFICATE_NAME = "control-plane.crt"
 TRAINING_TABLE = "training"
 """The ``store.toml`` table of the store's privacy floor (:class:`TrainingLimits`)."""
 
@@ -84,7 +89,8 @@ def _label(value: str) -> bool:
     return 0 < len(value) <= LABEL_MAX_CHARS and value.isprintable() and value == value.strip()
 
 
-def _superlink(value: str) -> bool:
+def _address(value: str) -> bool:
+    """``HOST:PORT`` (an IPv6 host in brackets), or "" for none."""
     if value == "":
         return True
     host, _, port = value.rpartition(":")
@@ -123,9 +129,18 @@ _STORE_RULES: dict[str, _Rule] = {
     "superlink": _Rule(
         str,
         'the SuperLink as "HOST:PORT" (port 1 to 65535), or "" before `loyalnet store join`',
-        _superlink,
+        _address,
+    ),
+    "control_plane": _Rule(
+        str,
+        'the chain\'s control plane as "HOST:PORT" (port 1 to 65535), or "" before '
+        "`loyalnet store join --control-plane`",
+        _address,
     ),
 }
+# Written only when set: an older loyalnet refuses unknown keys, and a store that never joined
+# a control plane should keep a store.toml it can still read.
+_WRITTEN_WHEN_SET = frozenset({"control_plane"})
 
 _TRAINING_RULES: dict[str, _Rule] = {
     "min_members": _Rule(
@@ -252,6 +267,10 @@ class StoreConfig:
             LFW it changed accuracy by 0.02 points at twice the embedding cost.
         superlink: the chain's SuperLink as ``host:port``, set by ``loyalnet store join``;
             empty while the store has not joined.
+        control_plane: the chain's control plane (the coordinator's gRPC port for
+            ``loyalnet store serve``) as ``host:port``, set by ``loyalnet store join
+            --control-plane``; empty while the store has none. Its line is left out of
+            ``store.toml`` while empty.
         training: the store's privacy floor for federated training (``[training]``).
 
     Raises:
@@ -264,6 +283,7 @@ class StoreConfig:
     retention_days: int = 365
     flip: bool = False
     superlink: str = ""
+    control_plane: str = ""
     training: TrainingLimits = field(default_factory=TrainingLimits)
 
     def __post_init__(self) -> None:
@@ -298,6 +318,12 @@ class StorePaths:
         """The chain's CA certificate, copied in by ``loyalnet store join``."""
         return self.root / CA_CERTIFICATE_NAME
 
+    @property
+    def control_plane_certificate(self) -> Path:
+        """The store's control-plane client certificate (public), kept by ``loyalnet store join
+        --certificate``: CN the store's id, OU ``store``, for the store's own ``node_key``."""
+        return self.root / CONTROL_PLANE_CERTIFICATE_NAME
+
 
 def new_store_id() -> str:
     """A short random store id, used when the chain has not named the store."""
@@ -312,7 +338,10 @@ def write_config(paths: StorePaths, config: StoreConfig) -> None:
     """
     lines = ["# loyalnet store settings; see `loyalnet store init --help` and the README."]
     for name in _STORE_RULES:
-        lines.append(f"{name} = {_toml_value(getattr(config, name))}")
+        value = getattr(config, name)
+        if name in _WRITTEN_WHEN_SET and value == "":
+            continue
+        lines.append(f"{name} = {_toml_value(value)}")
     lines += [
         "",
         "# The most a federated training round may ask of this store; a round asking for more",

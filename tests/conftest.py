@@ -33,3 +33,9 @@ def task_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("_run_id", "_node_id", "_task_id"):
         monkeypatch.setattr(TaskIdentity, name, 1)
     yield
+
+
+# --- coordinator registry databases (tests/registry_databases.py) ----------------------------
+# `registry_url` runs a test on a SQLite file and on a fresh PostgreSQL database (dropped
+# afterwards); `postgres_server_url` is the server behind it ($LOYALNET_TEST_POSTGRES).
+from registry_databases import postgres_server_url, registry_url  # noqa: E402, F401

@@ -9,31 +9,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from loyalnet.member_ids import member_id_problem
 from store_node.gallery.errors import InvalidInputError
 
 EMBEDDING_DIM = 128
 CROP_SHAPE = (112, 112, 3)
-MEMBER_ID_MAX_CHARS = 128
 LABEL_MAX_CHARS = 128
 TEXT_MAX_CHARS = 200
 
 
 def check_member_id(member_id: str) -> str:
     """``member_id`` if it is a usable member id: 1-128 printable characters, no outer blanks."""
-    if not isinstance(member_id, str) or not member_id:
-        raise InvalidInputError(
-            "a member id must be a non-empty string; give the loyalty member id."
-        )
-    if member_id != member_id.strip() or not member_id.isprintable():
-        raise InvalidInputError(
-            f"member id {member_id!r} has blanks at its ends or control characters; "
-            "give the loyalty member id exactly as printed on the card."
-        )
-    if len(member_id) > MEMBER_ID_MAX_CHARS:
-        raise InvalidInputError(
-            f"member id is {len(member_id)} characters, more than {MEMBER_ID_MAX_CHARS}; "
-            "give the loyalty member id, not free text."
-        )
+    problem = member_id_problem(member_id)
+    if problem is not None:
+        raise InvalidInputError(problem)
     return member_id
 
 
