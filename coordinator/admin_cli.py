@@ -39,7 +39,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.
 
 
 @dataclass
-class _Target:
+class AdminTarget:
     home: CoordinatorHome
     address: str | None
     certificate: Path | None
@@ -76,7 +76,7 @@ def _target(
     ] = None,
 ) -> None:
     home = CoordinatorHome(folder or Settings.from_environment().coordinator_dir)
-    context.obj = _Target(home, address, certificate, key)
+    context.obj = AdminTarget(home, address, certificate, key)
 
 
 @admin_app.command()

@@ -7,7 +7,6 @@ or, without it, by ``LOYALNET_COORDINATOR`` or ``coordinator_dir`` in the user's
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import signal
 import socket
@@ -17,28 +16,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
 from rich.markup import escape
 
-from coordinator.control_plane.server import ControlPlane
 from coordinator.flwr_cli import StoreAlreadyRegisteredError
 from coordinator.home import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_SUPERLINK_PORT,
     CoordinatorHome,
-    CoordinatorHomeError,
     create_coordinator_home,
 )
-from coordinator.pki import issue_person_certificate, issue_store_certificate
-from coordinator.processes import LOCALHOST, LocalFederation
+from coordinator.pki import issue_person_certificate
+from coordinator.processes import LOCALHOST
 from coordinator.registry import open_registry
-from coordinator.registry.commands import adopt_payload
+from coordinator.serve import RunningCoordinator
 from coordinator.serve import serve as run_coordinator
-from loyalnet.chain_tls import Role, public_key_sha256
+from coordinator.store_admission import admit_to_control_plane
+from loyalnet.chain_tls import Role
 from loyalnet.settings import COORDINATOR_ENV, Settings
 
 coordinator_app = typer.Typer(
@@ -186,7 +181,7 @@ def revoke_store(
     folder: DirOption = None,
     database: DatabaseOption = None,
 ) -> None:
-    """Take a store's certificate back: the control plane refuses it from now on (within 5 s).
+    """Take a store's certificate back: the control plane refuses it from now on (within a minute).
 
     Its commands stay queued and its receipts kept. To admit the store again, register it
     anew (`register-store`), with a new key if the old one may have leaked.
@@ -261,9 +256,10 @@ def serve(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    def ready(plane: ControlPlane, federation: LocalFederation | None) -> None:
-        where = f"{host}:{plane.port}"
+    def ready(running: RunningCoordinator) -> None:
+        where = f"{host}:{running.plane.port}"
         out.print(f"control plane listening on {escape(where)} (mutual TLS)")
+        federation = running.federation
         if federation is not None and federation.superlink is not None:
             out.print(f"SuperLink listening on {escape(federation.superlink.address)}")
         out.print("Ctrl-C or SIGTERM stops the coordinator")
@@ -278,55 +274,6 @@ def serve(
         ready=ready,
     )
     out.print("coordinator stopped")
-
-
-def admit_to_control_plane(
-    home: CoordinatorHome, name: str, public_key: Path, database: str | None
-) -> Path:
-    """Issue store ``name``'s certificate for ``public_key`` and register it in the registry."""
-    key = serialization.load_ssh_public_key(public_key.read_bytes())
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise CoordinatorHomeError(f"{public_key} is not an ECDSA public key.")
-    certificate = home.store_certificate(name)
-    pem = certificate.read_bytes() if certificate.is_file() else b""
-    if not pem or _certified_key(pem) != public_key_sha256(key):
-        # Registering again keeps the certificate the store already holds.
-        pem = issue_store_certificate(home.tls, name, key)
-        certificate.write_bytes(pem)
-    registry = open_registry(home.database_url(database))
-    try:
-        now = datetime.now(UTC)
-        registry.register_store(
-            name,
-            key.public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ).decode("ascii"),
-            hashlib.sha256(pem).hexdigest(),
-            now,
-        )
-        # A store joining after a promotion runs the pretrained model: tell it to catch up.
-        promoted = registry.get_model_version(registry.promoted_version())
-        record = registry.get_store(name)
-        runs_it = record is not None and record.model_version == registry.promoted_version()
-        if promoted is not None and not runs_it and not registry.pending_commands(name):
-            registry.queue_command(
-                name,
-                "adopt-model",
-                adopt_payload(
-                    promoted.version, promoted.sha256, promoted.size_bytes, promoted.manifest_json
-                ),
-                now,
-            )
-    finally:
-        registry.close()
-    return certificate
-
-
-def _certified_key(pem: bytes) -> str:
-    try:
-        return public_key_sha256(x509.load_pem_x509_certificate(pem).public_key())
-    except ValueError:
-        return ""
 
 
 def _listening(port: int) -> bool:

@@ -4,7 +4,9 @@ What it measures: N simulated stores heartbeat every ``interval`` seconds agains
 coordinator (``loyalnet coordinator serve --no-superlink``, a subprocess of its own) on this
 machine, over real mutual TLS with a certificate per store from the chain's CA. Over a
 measured window it reports the heartbeats answered per second, their latency (p50, p99, max,
-from the call's start to its reply, as the store sees it), the errors, and the coordinator's
+from the call's start to its reply, as the store sees it; a heartbeat unanswered within
+min(interval, 5 s) is an error, not a latency: DEADLINE_EXCEEDED, or CANCELLED when the
+coordinator's own deadline timer fired first), the errors, and the coordinator's
 CPU (``/proc/PID/stat`` utime + stime over the window, in percent of one core) and peak
 memory (``VmHWM``). The clients' own CPU and how late their event loops started calls are
 reported too, because clients and coordinator share this machine's cores: a saturated
@@ -31,10 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import random
 import re
@@ -42,6 +44,7 @@ import resource
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +52,6 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
@@ -83,8 +85,6 @@ from loyalnet.chain.v1 import chain_pb2, chain_pb2_grpc
 from loyalnet.chain_tls import private_key_pem
 
 if TYPE_CHECKING:
-    from multiprocessing.process import BaseProcess
-
     from loyalnet.chain.v1.chain_pb2_grpc import StoreSyncAsyncStub
 
 DEFAULT_POSTGRES_SERVER = "postgresql+psycopg://loyalnet:loyalnet@127.0.0.1:5432/postgres"
@@ -100,7 +100,10 @@ DEADLINE_CAP_SECONDS = 5.0
 """A heartbeat unanswered after min(interval, this) counts as an error (DEADLINE_EXCEEDED)."""
 COORDINATOR_START_SECONDS = 120.0
 COORDINATOR_STOP_SECONDS = 20.0
-AGENT_EXIT_SECONDS = 20.0
+CHILD_EXIT_SECONDS = 20.0
+ENROL_SECONDS = 120.0
+ENROL_SECONDS_PER_STORE = 0.05
+"""Bounds making and registering the stores (PostgreSQL registers one in ~7 ms)."""
 CHANNEL_CLOSE_SECONDS = 10.0
 GO_MARGIN_SECONDS = 1.0
 """Between telling the agents to start and the first heartbeat: the message must arrive."""
@@ -110,6 +113,11 @@ CHANNEL_OPTIONS = (
     # Channels with equal arguments may share a connection through gRPC's global subchannel
     # pool; each store must hold its own, as real stores do.
     ("grpc.use_local_subchannel_pool", 1),
+)
+PR_SET_PDEATHSIG = 1
+_CHILD_COMMAND = (
+    "import sys; from coordinator.control_plane_bench import child_main; "
+    "child_main(int(sys.argv[1]))"
 )
 _LISTENING = re.compile(r"control plane listening on 127\.0\.0\.1:(\d+)")
 
@@ -133,6 +141,7 @@ class BenchSettings:
             :data:`DEFAULT_POSTGRES_SERVER`), or a SQLAlchemy URL used as it is.
         clients: agent processes the stores are spread over.
         seed: seeds the stores' phases, so runs are comparable.
+        postgres_server: where ``database="postgresql"`` makes its temporary database.
     """
 
     stores: int = 1000
@@ -141,6 +150,7 @@ class BenchSettings:
     database: str = "sqlite"
     clients: int = 2
     seed: int = 0
+    postgres_server: str = DEFAULT_POSTGRES_SERVER
 
     def check(self) -> None:
         """Raises BenchError for values outside what this machine is asked to carry."""
@@ -187,6 +197,9 @@ class BenchResult:
     register_ms_per_store: float
     coordinator_rss_before_mb: float
     client_cpu_percent: float
+    machine_cpu_percent: float
+    other_cpu_percent: float
+    machine_cores: int
     client_late_p99_ms: float
     processes: tuple[int, ...] = field(default=(), compare=False)
 
@@ -236,7 +249,6 @@ class AgentReport:
 
     latencies: bytes
     late: bytes
-    answered: int
     errors: dict[str, int]
 
 
@@ -246,7 +258,6 @@ class _Tally:
     window_end: float
     latencies: array[float] = field(default_factory=lambda: array("d"))
     late: array[float] = field(default_factory=lambda: array("d"))
-    answered: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
     def add(self, scheduled: float, started: float, finished: float, error: str | None) -> None:
@@ -254,15 +265,12 @@ class _Tally:
             return
         self.late.append(started - scheduled)
         if error is None:
-            self.answered += 1
             self.latencies.append(finished - started)
         else:
             self.errors[error] += 1
 
     def report(self) -> AgentReport:
-        return AgentReport(
-            self.latencies.tobytes(), self.late.tobytes(), self.answered, dict(self.errors)
-        )
+        return AgentReport(self.latencies.tobytes(), self.late.tobytes(), dict(self.errors))
 
 
 def _heartbeat_request() -> chain_pb2.HeartbeatRequest:
@@ -399,16 +407,31 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def agent_main(plan: AgentPlan, connection: Connection) -> None:
-    """An agent process: connect its stores' channels, heartbeat, send the tally back."""
-    _raise_file_limit()
-    # The parent stops the run; a Ctrl-C reaching the whole process group must not print a
-    # traceback per agent.
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies, so none outlives a killed run."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def child_main(fd: int) -> None:
+    """A child process of the benchmark: the first message on ``fd`` says what to do.
+
+    An :class:`AgentPlan`: connect its stores' channels, heartbeat, send the tally back. An
+    :class:`IssueJob`: make keys and certificates, sending them back in batches.
+    """
+    _die_with_parent()
+    # Only the parent decides when the run stops; it stops its children itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    connection = Connection(fd)
     try:
-        asyncio.run(_agent(plan, connection))
+        job = connection.recv()
+        if isinstance(job, AgentPlan):
+            _raise_file_limit()
+            asyncio.run(_agent(job, connection))
+        elif isinstance(job, IssueJob):
+            _issue(job, connection)
     except (EOFError, BrokenPipeError, ConnectionResetError):
-        pass  # the parent is gone; nothing is left to report to
+        pass  # the parent is gone or stopped listening; nothing is left to report to
     finally:
         connection.close()
 
@@ -430,9 +453,9 @@ def _conninfo(url: URL) -> str:
     return make_conninfo("", **params)
 
 
-def _temporary_postgres(cleanup: contextlib.ExitStack) -> str:
-    """A fresh database on the local server, dropped (even with connections open) on exit."""
-    server = make_url(DEFAULT_POSTGRES_SERVER)
+def _temporary_postgres(server_url: str, cleanup: contextlib.ExitStack) -> str:
+    """A fresh database on the server, dropped (even with connections open) on exit."""
+    server = make_url(server_url)
     name = f"loyalnet_bench_{secrets.token_hex(6)}"
     try:
         with psycopg.connect(_conninfo(server), autocommit=True) as admin:
@@ -452,12 +475,15 @@ def _temporary_postgres(cleanup: contextlib.ExitStack) -> str:
     return server.set(database=name).render_as_string(hide_password=False)
 
 
-def _database(choice: str, work: Path, cleanup: contextlib.ExitStack) -> tuple[str, str]:
+def _database(
+    settings: BenchSettings, work: Path, cleanup: contextlib.ExitStack
+) -> tuple[str, str]:
     """The registry URL and its kind (``sqlite`` or ``postgresql``) for ``--database``."""
+    choice = settings.database
     if choice == "sqlite":
         return f"sqlite:///{(work / 'registry.db').as_posix()}", "sqlite"
     if choice == "postgresql":
-        return _temporary_postgres(cleanup), "postgresql"
+        return _temporary_postgres(settings.postgres_server, cleanup), "postgresql"
     try:
         kind = make_url(choice).get_backend_name()
     except Exception as err:
@@ -469,70 +495,87 @@ def _database(choice: str, work: Path, cleanup: contextlib.ExitStack) -> tuple[s
 
 
 @dataclass(frozen=True)
-class _Issued:
+class Issued:
+    """A store made for the run: what its agent holds, and what the registry keeps."""
+
     identity: StoreIdentity
     public_key_pem: str
     certificate_sha256: str
 
 
-def _issue_batch(tls_folder: str, names: Sequence[str]) -> list[_Issued]:
-    """Keys and certificates for ``names`` (runs in a worker process)."""
-    tls = CoordinatorTls(Path(tls_folder))
-    issued = []
-    for name in names:
+@dataclass(frozen=True)
+class IssueJob:
+    """Make keys and certificates for ``names`` with the CA in ``tls_folder``."""
+
+    tls_folder: str
+    names: tuple[str, ...]
+
+
+def _issue(job: IssueJob, connection: Connection) -> None:
+    tls = CoordinatorTls(Path(job.tls_folder))
+    batch: list[Issued] = []
+    for name in job.names:
         key = ec.generate_private_key(ec.SECP384R1())
         certificate = issue_store_certificate(tls, name, key.public_key())
         public = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        issued.append(
-            _Issued(
+        batch.append(
+            Issued(
                 StoreIdentity(name, certificate, private_key_pem(key)),
                 public.decode("ascii"),
                 hashlib.sha256(certificate).hexdigest(),
             )
         )
-    return issued
+        if len(batch) == CERTIFICATE_BATCH:
+            connection.send(("issued", batch))
+            batch = []
+    connection.send(("issued", batch))
+    connection.send(("finished", None))
 
 
 def _enrol(
-    home: CoordinatorHome, url: str, count: int, report: Report
+    home: CoordinatorHome, url: str, count: int, work: Path, report: Report
 ) -> tuple[list[StoreIdentity], float]:
     """Make ``count`` stores and register them; return them and the ms one registration took.
 
-    Workers make keys and certificates while this process registers the ones made already:
+    Child processes make keys and certificates while this one registers those made already:
     registration is one transaction per store (the registry has no batch call).
     """
     names = [f"bench-{number:05d}" for number in range(count)]
-    batches = [names[i : i + CERTIFICATE_BATCH] for i in range(0, count, CERTIFICATE_BATCH)]
+    workers = min(os.cpu_count() or 1, math.ceil(count / CERTIFICATE_BATCH))
     identities: list[StoreIdentity] = []
     registering = 0.0
+    give_up = time.monotonic() + ENROL_SECONDS + ENROL_SECONDS_PER_STORE * count
     registry = open_registry(url)
-    pool = ProcessPoolExecutor(
-        max_workers=min(len(batches), os.cpu_count() or 1),
-        mp_context=multiprocessing.get_context("spawn"),
-    )
-    try:
+    with contextlib.ExitStack() as children:
+        makers = _Children.spawn(
+            [IssueJob(str(home.tls.folder), tuple(names[i::workers])) for i in range(workers)],
+            work,
+            "keys",
+            children,
+        )
+        children.callback(registry.close)
         report("keys, certificates, registry", 0, count)
-        pending: list[Future[list[_Issued]]] = [
-            pool.submit(_issue_batch, str(home.tls.folder), batch) for batch in batches
-        ]
-        for done in as_completed(pending):
-            for issued in done.result():
-                began = time.perf_counter()
-                registry.register_store(
-                    issued.identity.name,
-                    issued.public_key_pem,
-                    issued.certificate_sha256,
-                    datetime.now(UTC),
-                    actor="coordinator-bench",
-                )
-                registering += time.perf_counter() - began
-                identities.append(issued.identity)
-            report("keys, certificates, registry", len(identities), count)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        registry.close()
+        while len(makers.finished) < workers:
+            for index, message in makers.messages(give_up, "keys and certificates"):
+                if message[0] == "finished":
+                    makers.finished.add(index)
+                    continue
+                for issued in message[1]:
+                    began = time.perf_counter()
+                    registry.register_store(
+                        issued.identity.name,
+                        issued.public_key_pem,
+                        issued.certificate_sha256,
+                        datetime.now(UTC),
+                        actor="coordinator-bench",
+                    )
+                    registering += time.perf_counter() - began
+                    identities.append(issued.identity)
+                report("keys, certificates, registry", len(identities), count)
+    if len(identities) != count:
+        raise BenchError(f"{len(identities)} of {count} stores were made; the key makers erred.")
     identities.sort(key=lambda identity: identity.name)
     return identities, 1000.0 * registering / count
 
@@ -545,6 +588,42 @@ def _cpu_seconds(pid: int) -> float:
     # The command name in field 2 may hold spaces; the fields after its ")" do not.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time every core of this machine spent on anything but idling, so far."""
+    # First line of /proc/stat: cpu user nice system idle iowait irq softirq steal ...
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class _CpuClock:
+    """CPU seconds used so far by the coordinator, the agents and the whole machine."""
+
+    wall: float
+    coordinator: float
+    clients: float
+    machine: float
+
+    @classmethod
+    def read(cls, coordinator: int, clients: Sequence[int]) -> _CpuClock:
+        return cls(
+            time.monotonic(),
+            _cpu_seconds(coordinator),
+            sum(_cpu_seconds(pid) for pid in clients),
+            _machine_busy_seconds(),
+        )
+
+    def percent_since(self, earlier: _CpuClock) -> _CpuClock:
+        """CPU over the time between the two readings, in percent of one core."""
+        wall = self.wall - earlier.wall
+        return _CpuClock(
+            wall,
+            100.0 * (self.coordinator - earlier.coordinator) / wall,
+            100.0 * (self.clients - earlier.clients) / wall,
+            100.0 * (self.machine - earlier.machine) / wall,
+        )
 
 
 def _memory_mb(pid: int, key: str) -> float:
@@ -582,12 +661,9 @@ def _log_tail(log: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _start_coordinator(
-    home: CoordinatorHome, url: str, work: Path, cleanup: contextlib.ExitStack
-) -> _Coordinator:
-    """``loyalnet coordinator serve`` on a free port of 127.0.0.1, once it listens."""
-    log = work / "coordinator.log"
-    command = [
+def _coordinator_command(home: CoordinatorHome, url: str) -> list[str]:
+    """The real coordinator, as an operator starts it, on a port the system picks."""
+    return [
         sys.executable,
         "-m",
         "loyalnet",
@@ -603,6 +679,14 @@ def _start_coordinator(
         "--database",
         url,
     ]
+
+
+def _start_coordinator(
+    home: CoordinatorHome, url: str, work: Path, cleanup: contextlib.ExitStack
+) -> _Coordinator:
+    """``loyalnet coordinator serve`` on a free port of 127.0.0.1, once it listens."""
+    log = work / "coordinator.log"
+    command = _coordinator_command(home, url)
     environment = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -647,55 +731,105 @@ def _stop_coordinator(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-@dataclass
-class _Agents:
-    processes: list[BaseProcess]
-    connections: list[Connection]
+class _Children:
+    """Child processes of this module (:func:`child_main`), each with a pipe to it."""
+
+    def __init__(self, work: Path, role: str) -> None:
+        self._work = work
+        self._role = role
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.connections: list[Connection] = []
+        # Children that said their last word: their pipe's end of file is no news.
+        self.finished: set[int] = set()
+
+    @classmethod
+    def spawn(
+        cls, jobs: Sequence[object], work: Path, role: str, cleanup: contextlib.ExitStack
+    ) -> _Children:
+        """Start one child per job (all first, then hand out the jobs: they can be large)."""
+        children = cls(work, role)
+        cleanup.callback(children.stop)
+        for index in range(len(jobs)):
+            ours, theirs = socket.socketpair()
+            with theirs, (work / f"{role}-{index}.log").open("wb") as log:
+                children.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", _CHILD_COMMAND, str(theirs.fileno())],
+                        pass_fds=(theirs.fileno(),),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        # A Ctrl-C in the terminal reaches only this process, which then
+                        # stops its children in order.
+                        start_new_session=True,
+                    )
+                )
+            children.connections.append(Connection(ours.detach()))
+        for connection, job in zip(children.connections, jobs, strict=True):
+            connection.send(job)
+        return children
 
     def pids(self) -> list[int]:
-        return [process.pid for process in self.processes if process.pid is not None]
+        return [process.pid for process in self.processes]
 
-    def receive(self, want: str, deadline: float, report: Report, total: int) -> list[Any]:
-        """The ``want`` message of every agent, reporting progress until ``deadline``."""
+    def _died(self, index: int, doing: str) -> BenchError:
+        process = self.processes[index]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(2.0)
+        return BenchError(
+            f"{self._role} process {index} ended (exit code {process.returncode}) while "
+            f"{doing}:\n{_log_tail(self._work / f'{self._role}-{index}.log')}"
+        )
+
+    def messages(self, deadline: float, doing: str) -> list[tuple[int, Any]]:
+        """What unfinished children send within a second (by child index); a dead one raises."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(f"the {self._role} processes did not finish {doing} in time.")
+        arrived = []
+        waiting = [c for i, c in enumerate(self.connections) if i not in self.finished]
+        for ready in wait(waiting, timeout=min(left, 1.0)):
+            assert isinstance(ready, Connection)
+            index = self.connections.index(ready)
+            try:
+                arrived.append((index, ready.recv()))
+            except (EOFError, ConnectionResetError) as err:
+                raise self._died(index, doing) from err
+        return arrived
+
+    def gather(
+        self, want: str, deadline: float, report: Report, total: int, *, last: bool = False
+    ) -> list[Any]:
+        """The ``want`` message of every child, reporting ``connecting`` progress meanwhile.
+
+        ``last``: it is the children's last word; they may exit once they have said it.
+        """
         answers: dict[int, Any] = {}
         progress = dict.fromkeys(range(len(self.connections)), 0)
         while len(answers) < len(self.connections):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BenchError(
-                    f"{len(self.connections) - len(answers)} of {len(self.connections)} client "
-                    f"processes did not report {want!r} in time."
-                )
-            waiting = [c for i, c in enumerate(self.connections) if i not in answers]
-            for ready in wait(waiting, timeout=min(left, 1.0)):
-                assert isinstance(ready, Connection)
-                index = self.connections.index(ready)
-                try:
-                    message = ready.recv()
-                except EOFError as err:
-                    raise BenchError(
-                        f"client process {index} died (exit code "
-                        f"{self.processes[index].exitcode}) before reporting {want!r}."
-                    ) from err
+            for index, message in self.messages(deadline, f"reporting {want!r}"):
                 if message[0] == "connecting":
                     progress[index] = message[1]
                     report("connecting channels", sum(progress.values()), total)
                 elif message[0] == want:
                     answers[index] = message[1]
+                    if last:
+                        self.finished.add(index)
         return [answers[index] for index in range(len(self.connections))]
 
     def stop(self) -> None:
-        """Wait a little for agents that are closing their channels; kill the rest."""
-        # A closed pipe ends an agent still waiting for the word to start, at once.
+        """Close the pipes, give the children a moment to finish, kill the rest by pid."""
+        # A closed pipe ends a child that waits for its next word at once.
         for connection in self.connections:
             connection.close()
-        give_up = time.monotonic() + AGENT_EXIT_SECONDS
+        give_up = time.monotonic() + CHILD_EXIT_SECONDS
         for process in self.processes:
-            process.join(max(0.0, give_up - time.monotonic()))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.0, give_up - time.monotonic()))
         for process in self.processes:
-            if process.is_alive():
+            if process.poll() is None:
                 process.kill()
-                process.join()
+                process.wait()
 
 
 def _start_agents(
@@ -703,14 +837,12 @@ def _start_agents(
     identities: Sequence[StoreIdentity],
     address: str,
     ca_pem: bytes,
+    work: Path,
     cleanup: contextlib.ExitStack,
-) -> _Agents:
-    context = multiprocessing.get_context("spawn")
+) -> _Children:
     count = min(settings.clients, len(identities))
-    agents = _Agents([], [])
-    cleanup.callback(agents.stop)
-    for index in range(count):
-        plan = AgentPlan(
+    plans = [
+        AgentPlan(
             index=index,
             address=address,
             ca_pem=ca_pem,
@@ -720,15 +852,9 @@ def _start_agents(
             connect_seconds=settings.connect_seconds,
             seed=settings.seed * MAX_CLIENTS + index,
         )
-        ours, theirs = context.Pipe()
-        process = context.Process(
-            target=agent_main, args=(plan, theirs), name=f"bench-agent-{index}", daemon=True
-        )
-        process.start()
-        theirs.close()
-        agents.processes.append(process)
-        agents.connections.append(ours)
-    return agents
+        for index in range(count)
+    ]
+    return _Children.spawn(plans, work, "agent", cleanup)
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -770,12 +896,12 @@ def run_control_plane_bench(
     with contextlib.ExitStack() as cleanup:
         work = Path(tempfile.mkdtemp(prefix="loyalnet-cp-bench-", dir=work_root))
         cleanup.callback(shutil.rmtree, work, ignore_errors=True)
-        url, kind = _database(settings.database, work, cleanup)
+        url, kind = _database(settings, work, cleanup)
         report("coordinator folder", 0, None)
         home = create_coordinator_home(
             work / "coordinator", "bench", heartbeat_seconds=settings.interval_seconds
         )
-        identities, register_ms = _enrol(home, url, settings.stores, report)
+        identities, register_ms = _enrol(home, url, settings.stores, work, report)
         report("starting the coordinator", 0, None)
         coordinator = _start_coordinator(home, url, work, cleanup)
         rss_before = _memory_mb(coordinator.pid, "VmRSS")
@@ -787,9 +913,10 @@ def run_control_plane_bench(
             identities,
             f"127.0.0.1:{coordinator.port}",
             home.tls.ca_certificate.read_bytes(),
+            work,
             cleanup,
         )
-        failures = agents.receive(
+        failures = agents.gather(
             "ready", connecting + settings.connect_seconds + 60.0, report, settings.stores
         )
         connect_seconds = time.monotonic() - connecting
@@ -801,14 +928,16 @@ def run_control_plane_bench(
             connection.send(("go", start, window_start, window_end))
         _sleep_until(window_start, report, "warm-up (one interval)", start)
         pids = agents.pids()
-        coordinator_cpu = _cpu_seconds(coordinator.pid)
-        client_cpu = sum(_cpu_seconds(pid) for pid in pids)
+        before = _CpuClock.read(coordinator.pid, pids)
         _sleep_until(window_end, report, "measuring", window_start)
-        coordinator_cpu = _cpu_seconds(coordinator.pid) - coordinator_cpu
-        client_cpu = sum(_cpu_seconds(pid) for pid in pids) - client_cpu
+        cpu = _CpuClock.read(coordinator.pid, pids).percent_since(before)
         report("collecting", 0, None)
-        tallies: list[AgentReport] = agents.receive(
-            "done", time.monotonic() + settings.deadline_seconds + 30.0, report, settings.stores
+        tallies: list[AgentReport] = agents.gather(
+            "done",
+            time.monotonic() + settings.deadline_seconds + 30.0,
+            report,
+            settings.stores,
+            last=True,
         )
         peak_rss = _memory_mb(coordinator.pid, "VmHWM")
         report("stopping", 0, None)
@@ -834,7 +963,7 @@ def run_control_plane_bench(
         p99_ms=round(_percentile_ms(latencies, 0.99), 2),
         max_ms=round(_percentile_ms(latencies, 1.0), 2),
         errors=sum(errors.values()),
-        coordinator_cpu_percent=round(100.0 * coordinator_cpu / settings.seconds, 1),
+        coordinator_cpu_percent=round(cpu.coordinator, 1),
         coordinator_peak_rss_mb=round(peak_rss, 1),
         client_processes=len(pids),
         setup_seconds=round(setup_seconds, 1),
@@ -843,7 +972,10 @@ def run_control_plane_bench(
         connect_seconds=round(connect_seconds, 1),
         register_ms_per_store=round(register_ms, 2),
         coordinator_rss_before_mb=round(rss_before, 1),
-        client_cpu_percent=round(100.0 * client_cpu / settings.seconds, 1),
+        client_cpu_percent=round(cpu.clients, 1),
+        machine_cpu_percent=round(cpu.machine, 1),
+        other_cpu_percent=round(max(0.0, cpu.machine - cpu.coordinator - cpu.clients), 1),
+        machine_cores=os.cpu_count() or 1,
         client_late_p99_ms=round(_percentile_ms(late, 0.99), 2),
         processes=processes,
     )
@@ -910,6 +1042,14 @@ def control_plane_command(
     clients: Annotated[
         int, typer.Option(min=1, max=MAX_CLIENTS, help="Client processes the stores run in.")
     ] = 2,
+    postgres_server: Annotated[
+        str,
+        typer.Option(
+            help="The server --database postgresql makes its temporary database on (a role "
+            "with CREATEDB).",
+            show_default=False,
+        ),
+    ] = DEFAULT_POSTGRES_SERVER,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the result as JSON on stdout.")
     ] = False,
@@ -926,6 +1066,7 @@ def control_plane_command(
         interval_seconds=interval,
         database=database,
         clients=clients,
+        postgres_server=postgres_server,
     )
     stderr = Console(stderr=True)
     with (

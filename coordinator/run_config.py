@@ -5,6 +5,9 @@ declares, so :func:`default_run_config` lists every key; ``coordinator.flower_ap
 them into the app's pyproject.toml. Keys:
 
 - ``coordinator-dir``: the coordinator's folder; model versions go to ``<it>/models``.
+- ``registry-run-id``: the run's id in the coordinator's registry when the control plane
+  started it (``loyalnet admin train``): each round's aggregate metrics are written there as
+  the round ends, for the console. 0 (default): not reported.
 - ``strategy``: how the stores' updates are combined. ``"fedavg"`` (default) or
   ``"fedprox"``: the mean weighted by crops; ``"trimmed-mean"``: per number, the mean of the
   stores' values after cutting ``trim-fraction`` of them off each end (Flower's
@@ -100,6 +103,7 @@ _SERVER_DEFAULTS: dict[str, ConfigValue] = {
     "dp-noise-multiplier": 0.0,
     "dp-clipping-norm": 0.05,
     "dp-delta": 1e-5,
+    "registry-run-id": 0,
 }
 
 
@@ -130,6 +134,7 @@ class FederationSettings:
     trim_fraction: float = DEFAULT_TRIM_FRACTION
     max_update_norm: float = DEFAULT_MAX_UPDATE_NORM
     max_weight_multiple: float = DEFAULT_MAX_WEIGHT_MULTIPLE
+    registry_run_id: int = 0
 
     @property
     def private(self) -> bool:
@@ -204,6 +209,8 @@ class FederationSettings:
             trim_fraction=trim,
             max_update_norm=bound,
             max_weight_multiple=_number(values, "max-weight-multiple", minimum=1.0),
+            # Absent from apps written before runs were reported: then nothing is reported.
+            registry_run_id=_whole({"registry-run-id": 0, **values}, "registry-run-id", minimum=0),
         )
 
 

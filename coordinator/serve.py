@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from coordinator.control_plane.server import ControlPlane, ControlPlaneSettings, utc_now
 from coordinator.control_plane.training import FederatedTraining
@@ -19,6 +20,21 @@ from coordinator.processes import LocalFederation
 from coordinator.registry import Registry, open_registry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunningCoordinator:
+    """What :func:`serve` started, handed to its ``ready`` callback.
+
+    Attributes:
+        federation: the SuperLink's processes, None when served without one.
+        training: starts and follows runs, None without a SuperLink.
+    """
+
+    plane: ControlPlane
+    federation: LocalFederation | None
+    training: FederatedTraining | None
+
 
 MODEL_SCAN_SECONDS = 30.0
 """How often ``models/`` is scanned for versions written outside a run this process started
@@ -33,7 +49,7 @@ def serve(
     host: str = "0.0.0.0",
     port: int | None = None,
     superlink: bool = True,
-    ready: Callable[[ControlPlane, LocalFederation | None], None] | None = None,
+    ready: Callable[[RunningCoordinator], None] | None = None,
 ) -> None:
     """Serve until ``stop`` is set.
 
@@ -72,7 +88,7 @@ def serve(
             plane.admin.attach_training(training)
         plane.start()
         if ready is not None:
-            ready(plane, federation)
+            ready(RunningCoordinator(plane, federation, training))
         while not stop.wait(MODEL_SCAN_SECONDS):
             added = plane.import_models()
             if added:

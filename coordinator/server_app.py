@@ -25,6 +25,7 @@ from coordinator.home import CoordinatorHome
 from coordinator.initial_model import pretrained_backbone
 from coordinator.model_versions import save_model_version
 from coordinator.pki import load_model_signing_key
+from coordinator.round_reports import RegistryRoundReports
 from coordinator.run_config import FederationSettings
 from coordinator.strategy import build_strategy
 
@@ -37,13 +38,23 @@ def main(grid: Grid, context: Context) -> None:
     settings = FederationSettings.from_run_config(context.run_config)
     # What every store trains with; FedProx adds its proximal-mu to it.
     round_config: dict[str, ConfigRecordValues] = dict(settings.training)
-    result = build_strategy(settings).start(
-        grid=grid,
-        initial_arrays=ArrayRecord(pretrained_backbone()),
-        num_rounds=settings.num_rounds,
-        timeout=settings.round_timeout_seconds,
-        train_config=ConfigRecord(round_config),
+    home = CoordinatorHome(settings.coordinator_dir)
+    reports = (
+        RegistryRoundReports(home.database_url(), settings.registry_run_id)
+        if settings.registry_run_id
+        else None
     )
+    try:
+        result = build_strategy(settings, on_round=reports).start(
+            grid=grid,
+            initial_arrays=ArrayRecord(pretrained_backbone()),
+            num_rounds=settings.num_rounds,
+            timeout=settings.round_timeout_seconds,
+            train_config=ConfigRecord(round_config),
+        )
+    finally:
+        if reports is not None:
+            reports.close()
     metrics = {round_: dict(record) for round_, record in result.train_metrics_clientapp.items()}
     # Result.arrays stays empty until some round aggregates an update.
     if not result.arrays:
@@ -51,7 +62,7 @@ def main(grid: Grid, context: Context) -> None:
             f"no store sent an update in {settings.num_rounds} round(s) (per round: {metrics}); "
             "no model version was written. Check the stores' logs and min-members."
         )
-    tls = CoordinatorHome(settings.coordinator_dir).tls
+    tls = home.tls
     signing_key = load_model_signing_key(tls)
     if signing_key is None:
         log(

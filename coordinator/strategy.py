@@ -73,7 +73,13 @@ WEIGHT_KEY = EXAMPLES_KEY
 """The reply metric FedAvg weights by: the crops a store trained on (capped, see above)."""
 
 
-def build_strategy(settings: FederationSettings) -> StoreRounds:
+RoundListener = Callable[[int, MetricRecord], None]
+"""Told each round's number and aggregate metrics as the round ends."""
+
+
+def build_strategy(
+    settings: FederationSettings, on_round: RoundListener | None = None
+) -> StoreRounds:
     """The run's averaging strategy, wrapped in :class:`StoreRounds` with every store screened.
 
     Every connected store is asked each round (``fraction_train`` 1.0); a round needs at least
@@ -110,7 +116,9 @@ def build_strategy(settings: FederationSettings) -> StoreRounds:
         max_update_norm=None if settings.private else settings.max_update_norm,
         frozen_statistics=settings.training.get("freeze-batchnorm") is True,
     )
-    return StoreRounds(inner, settings.min_stores, settings.store_wait_seconds, bounds)
+    return StoreRounds(
+        inner, settings.min_stores, settings.store_wait_seconds, bounds, on_round=on_round
+    )
 
 
 class StoreRounds(Strategy):
@@ -123,6 +131,8 @@ class StoreRounds(Strategy):
         bounds: screen every reply and bound its influence (:func:`build_strategy` always
             does); None averages whatever the stores that did not decline sent, for tests of
             the averaging alone.
+        on_round: told each round's aggregate metrics as soon as the round is aggregated
+            (the control plane shows a run's rounds as they happen).
     """
 
     def __init__(
@@ -131,8 +141,11 @@ class StoreRounds(Strategy):
         min_stores: int,
         store_wait_seconds: float,
         bounds: InfluenceBounds | None = None,
+        *,
+        on_round: RoundListener | None = None,
     ) -> None:
         self.inner = inner
+        self.on_round = on_round
         self.min_stores = min_stores
         self.store_wait_seconds = store_wait_seconds
         self.bounds = bounds
@@ -197,6 +210,8 @@ class StoreRounds(Strategy):
         metrics["updates-clipped"] = clipped
         metrics["weights-capped"] = capped
         metrics["round-seconds"] = time.monotonic() - self._round_started
+        if self.on_round is not None:
+            self.on_round(server_round, metrics)
         return arrays, metrics
 
     def _screen(

@@ -34,12 +34,15 @@ def _mount_subcommands() -> None:
     from coordinator.cli import coordinator_app
     from coordinator.control_plane_bench import control_plane_command
     from loyalnet.demo.cli import demo_app
+    from loyalnet_cli.console.command import console_command
     from simulations.cli import sim_app
     from store_node.bench.cli import bench_app
     from store_node.cli import store_app
 
     app.add_typer(store_app, name="store")
     app.add_typer(coordinator_app, name="coordinator")
+    # The console is the top floor: mounted here so coordinator/ never imports it.
+    admin_app.command("console")(console_command)
     app.add_typer(admin_app, name="admin")
     # The bench group is store_node's, which must not import the coordinator: mounted here.
     bench_app.command("control-plane")(control_plane_command)

@@ -233,7 +233,8 @@ def test_calibrate_on_a_folder_of_strangers(tmp_path: Path, orl_images: Path) ->
     store = tmp_path / "store"
     loyalnet("store", "init", store=store)
     people = tmp_path / "strangers"
-    for index in range(20, 41):
+    # Eight people, 80 photos: some 2,800 impostor pairs, plenty for a reliable 1% threshold.
+    for index in range(20, 28):
         shutil.copytree(orl_images / f"s{index}", people / f"s{index}")
     default = json.loads(
         loyalnet(

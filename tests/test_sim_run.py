@@ -1,7 +1,9 @@
 """`loyalnet sim run` end to end on the quick experiment: real faces, real Ray, real stores.
 
-The run is a real command in its own process group; every process it leaves behind (Ray's
-daemons included) is killed by pid and fails the test.
+The default run uses the quick experiment with one round and half its strangers (every
+strategy and every store still runs, scored at round 0 and at the end); the slow test runs
+``quick.toml`` itself, twice. The run is a real command in its own process group; every
+process it leaves behind (Ray's daemons included) is killed by pid and fails the test.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "simulations" / "experiments" / "quick.toml"
 LOYALNET = Path(sys.executable).parent / "loyalnet"
 RATES = ("rank1", "fnir_at_fpir_1e-2", "tar_at_far_1e-2", "tar_at_far_1e-3", "lfw_accuracy")
+SMALLER = {"rounds = 2": "rounds = 1", "strangers_per_store = 20": "strangers_per_store = 10"}
+"""What the default run changes in quick.toml: a round of training and scoring per strategy
+fewer (the slow test runs both rounds)."""
 
 
 def _ray_pids() -> set[int]:
@@ -72,10 +77,24 @@ def _loyalnet(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[s
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """The quick experiment's output folder and the command's stdout."""
+def experiment_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """quick.toml with the changes of :data:`SMALLER`."""
+    text = QUICK.read_text()
+    for old, new in SMALLER.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = tmp_path_factory.mktemp("experiment") / "quick.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory, experiment_file: Path
+) -> Iterator[tuple[Path, str]]:
+    """The smaller quick experiment's output folder and the command's stdout."""
     out = tmp_path_factory.mktemp("sim") / "quick"
-    done = _loyalnet("sim", "run", str(QUICK), "--out", str(out))
+    done = _loyalnet("sim", "run", str(experiment_file), "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     yield out, done.stdout
 
@@ -86,9 +105,11 @@ def results(quick_run: tuple[Path, str]) -> dict[str, Any]:
     return data
 
 
-def test_every_strategy_reports_every_metric_in_range(results: dict[str, Any]) -> None:
+def test_every_strategy_reports_every_metric_in_range(
+    results: dict[str, Any], experiment_file: Path
+) -> None:
     """results.json holds, per strategy in the file's order, the metrics the issue names."""
-    experiment = load_experiment(QUICK)
+    experiment = load_experiment(experiment_file)
     assert list(results["strategies"]) == list(experiment.strategies)
     for name, strategy in results["strategies"].items():
         final = strategy["final"]
@@ -107,10 +128,12 @@ def test_every_strategy_starts_from_the_pretrained_model(results: dict[str, Any]
     assert first[0]["lfw_accuracy"] > 0.97
 
 
-def test_costs_and_privacy_are_accounted_per_strategy(results: dict[str, Any]) -> None:
+def test_costs_and_privacy_are_accounted_per_strategy(
+    results: dict[str, Any], experiment_file: Path
+) -> None:
     """FedAvg moves the backbone down to and up from every store each round; the baselines
     move nothing over the network; only the DP run spends epsilon, as the accountant says."""
-    experiment = load_experiment(QUICK)
+    experiment = load_experiment(experiment_file)
     stores = len(experiment.store_conditions())
     model_bytes = ArrayRecord(pretrained_backbone()).count_bytes()
     final = {name: s["final"] for name, s in results["strategies"].items()}
@@ -125,9 +148,11 @@ def test_costs_and_privacy_are_accounted_per_strategy(results: dict[str, Any]) -
     assert "pooled" in results["strategies"]["centralized"]["notes"]
 
 
-def test_stores_and_held_out_people_are_recorded(results: dict[str, Any]) -> None:
+def test_stores_and_held_out_people_are_recorded(
+    results: dict[str, Any], experiment_file: Path
+) -> None:
     """The record says which store saw what, and which hard conditions TAR was measured on."""
-    experiment = load_experiment(QUICK)
+    experiment = load_experiment(experiment_file)
     assert [s["condition"] for s in results["stores"]] == experiment.store_conditions()
     assert [h["condition"] for h in results["heldout"]] == experiment.hard_conditions()
     assert all(h["photos"] > h["people"] >= 2 for h in results["heldout"])
@@ -136,13 +161,15 @@ def test_stores_and_held_out_people_are_recorded(results: dict[str, Any]) -> Non
     assert set(last["tar"]) == set(experiment.hard_conditions())
 
 
-def test_report_table_and_plots_are_written(quick_run: tuple[Path, str]) -> None:
+def test_report_table_and_plots_are_written(
+    quick_run: tuple[Path, str], experiment_file: Path
+) -> None:
     """The run prints the table and leaves report.md and two PNG plots; `sim report`
     writes the same report again from results.json."""
     out, stdout = quick_run
     report = (out / "report.md").read_text()
     assert "| strategy | rank-1 |" in report and "| strategy | rank-1 |" in stdout
-    for name in load_experiment(QUICK).strategies:
+    for name in load_experiment(experiment_file).strategies:
         assert f"| {name} |" in report
     for plot in ("rounds.png", "stores.png"):
         with Image.open(out / plot) as image:
@@ -182,11 +209,15 @@ def test_a_broken_experiment_file_is_one_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_same_seed_same_numbers(tmp_path: Path, results: dict[str, Any]) -> None:
-    """A second run of the quick experiment gives the same numbers, timings aside."""
-    done = _loyalnet("sim", "run", str(QUICK), "--out", str(tmp_path / "again"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    again = json.loads((tmp_path / "again" / "results.json").read_text())
+def test_same_seed_same_numbers(tmp_path: Path) -> None:
+    """Two runs of quick.toml itself (both rounds) give the same numbers, timings aside."""
+    runs = []
+    for folder in ("first", "again"):
+        done = _loyalnet("sim", "run", str(QUICK), "--out", str(tmp_path / folder))
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs.append(json.loads((tmp_path / folder / "results.json").read_text()))
+    results, again = runs
+    assert list(results["strategies"]) == list(load_experiment(QUICK).strategies)
     for name, strategy in results["strategies"].items():
         for first, second in zip(
             strategy["rounds"], again["strategies"][name]["rounds"], strict=True

@@ -1,6 +1,6 @@
 """Local training and model adoption on a real store: LFW faces, real SQLite files, real keys.
 
-Six LFW people enrol with consent to model improvement (five photos each, so five crops), one
+Six LFW people enrol with consent to model improvement (three photos each, so three crops), one
 with recognition only. Photo 6 of each person is held out for identification after adoption.
 The enrolled store is built once and copied for each test, so the tests do not depend on each
 other's order.
@@ -46,7 +46,8 @@ TRAINED = (
     "Tony_Blair",
 )
 RECOGNITION_ONLY = "Hugo_Chavez"
-CROPS_PER_MEMBER = 5
+CROPS_PER_MEMBER = 3
+EXAMPLES = len(TRAINED) * CROPS_PER_MEMBER  # crops trained on: 18
 
 
 def _single_face_photos(
@@ -86,7 +87,7 @@ def global_backbone() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def photos(pipeline: FacePipeline, lfw_images: Path) -> dict[str, list[Path]]:
-    """Per person: five enrolment photos, then one held out for identification."""
+    """Per person: three enrolment photos, then one held out for identification."""
     return {
         name: _single_face_photos(pipeline, lfw_images, name, CROPS_PER_MEMBER + 1)
         for name in (*TRAINED, RECOGNITION_ONLY)
@@ -126,7 +127,7 @@ def test_only_model_improvement_members_are_trained_on(store: Path) -> None:
     with Gallery.open(paths.database, paths.key) as gallery:
         data = training_examples(gallery)
     assert data.member_ids == sorted(TRAINED)
-    assert data.crops.shape == (len(TRAINED) * CROPS_PER_MEMBER, 112, 112, 3)
+    assert data.crops.shape == (EXAMPLES, 112, 112, 3)
     assert np.bincount(data.labels).tolist() == [CROPS_PER_MEMBER] * len(TRAINED)
 
 
@@ -137,7 +138,7 @@ def test_a_round_sends_a_changed_backbone_and_keeps_its_class_weights(
     first = train_store_round(store, global_backbone, config)
 
     assert first.declined == "" and first.backbone is not None
-    assert (first.examples, first.members, first.new_class_weights) == (30, 6, 6)
+    assert (first.examples, first.members, first.new_class_weights) == (EXAMPLES, 6, 6)
     assert np.isfinite([first.loss_first_epoch, first.loss_last_epoch]).all()
     sent = first.backbone
     assert list(sent) == list(global_backbone)
@@ -178,8 +179,8 @@ def test_a_round_sends_a_changed_backbone_and_keeps_its_class_weights(
 def test_fedprox_with_live_batchnorm_statistics_trains_and_sends_them(
     store: Path, global_backbone: dict[str, torch.Tensor]
 ) -> None:
-    config = TrainingConfig(freeze_batchnorm=False, proximal_mu=0.5, batch_size=29)
-    outcome = train_store_round(store, global_backbone, config)  # 30 crops: batches 29 + 1
+    config = TrainingConfig(freeze_batchnorm=False, proximal_mu=0.5, batch_size=EXAMPLES - 1)
+    outcome = train_store_round(store, global_backbone, config)  # batches of 17 crops and 1
     assert outcome.backbone is not None and np.isfinite(outcome.loss_last_epoch)
     assert not torch.equal(outcome.backbone["bn.running_mean"], global_backbone["bn.running_mean"])
 
@@ -225,7 +226,7 @@ def test_adopting_a_model_retemplates_members_with_crops_and_flags_the_rest(
     report = adopt_model(store, trained, version)
     assert report.retemplated == tuple(sorted(TRAINED))
     assert report.needs_reenrolment == (RECOGNITION_ONLY,)
-    assert (report.templates_added, report.templates_removed) == (30, 0)
+    assert (report.templates_added, report.templates_removed) == (EXAMPLES, 0)
     assert report.previous_version == MOBILEFACENET_VERSION
     assert report.weights_file is not None and report.weights_file.stat().st_mode & 0o077 == 0
     assert recognition_version(store) == version
@@ -235,7 +236,7 @@ def test_adopting_a_model_retemplates_members_with_crops_and_flags_the_rest(
         versions = {m.member_id: m.model_versions for m in gallery.members()}
         assert versions[RECOGNITION_ONLY] == (MOBILEFACENET_VERSION,)
         assert all(set(versions[name]) == {MOBILEFACENET_VERSION, version} for name in TRAINED)
-        assert gallery.template_count(version) == 30
+        assert gallery.template_count(version) == EXAMPLES
 
         pipeline = recognition_pipeline(store)
         assert pipeline.model_version == version
@@ -251,7 +252,7 @@ def test_adopting_a_model_retemplates_members_with_crops_and_flags_the_rest(
 
     # Adopting the same model again changes nothing.
     repeat = adopt_model(store, trained, version)
-    assert (repeat.templates_added, repeat.templates_removed) == (30, 30)
+    assert (repeat.templates_added, repeat.templates_removed) == (EXAMPLES, EXAMPLES)
     assert repeat.previous_version == MOBILEFACENET_VERSION
     with Gallery.open(paths.database, paths.key) as gallery:
-        assert gallery.template_count(version) == 30
+        assert gallery.template_count(version) == EXAMPLES

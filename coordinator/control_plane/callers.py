@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from coordinator.registry import Registry, StoreRecord
 from loyalnet.chain_tls import ChainTlsError, Peer, Role, peer_of, public_key_sha256
 
-STORE_CACHE_SECONDS = 5.0
+STORE_CACHE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)

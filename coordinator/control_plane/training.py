@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from coordinator.errors import CoordinatorError
 from coordinator.flower_app import write_flower_app
 from coordinator.processes import LocalFederation
 from coordinator.registry import Registry, RunRecord
+from coordinator.toml_text import TomlScalar
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,24 @@ class FederatedTraining:
         self._clock = clock
         self._lock = threading.Lock()
         self._running: int | None = None
+        self._flower_runs: dict[int, int] = {}
 
-    def start(self, rounds: int, requested_by: str) -> RunRecord:
+    def flower_run(self, run_id: int) -> int | None:
+        """The SuperLink's id of registry run ``run_id`` (``flwr ls``), if this process ran it."""
+        with self._lock:
+            return self._flower_runs.get(run_id)
+
+    def start(
+        self,
+        rounds: int,
+        requested_by: str,
+        settings: Mapping[str, TomlScalar] | None = None,
+    ) -> RunRecord:
         """Submit a run of ``rounds`` rounds (0: :data:`DEFAULT_ROUNDS`) and follow it.
+
+        Args:
+            settings: run config values other than the defaults (``coordinator.run_config``),
+                e.g. ``{"strategy": "fedprox"}``; the Admin service passes none.
 
         Raises:
             CoordinatorError: a run is going on, ``rounds`` is out of range, or the SuperLink
@@ -67,11 +83,18 @@ class FederatedTraining:
         try:
             flower_run = self._federation.submit_run(
                 write_flower_app(self._coordinator_dir),
-                {"coordinator-dir": str(self._coordinator_dir), "num-rounds": rounds},
+                {
+                    **(settings or {}),
+                    "coordinator-dir": str(self._coordinator_dir),
+                    "num-rounds": rounds,
+                    "registry-run-id": run.run_id,
+                },
             )
         except CoordinatorError as err:
             self._finish(run.run_id, "failed", None, f"the SuperLink refused the run: {err}")
             raise
+        with self._lock:
+            self._flower_runs[run.run_id] = flower_run
         threading.Thread(
             target=self._follow, args=(run.run_id, flower_run), name="training-run", daemon=True
         ).start()
@@ -91,6 +114,8 @@ class FederatedTraining:
         if version is not None:
             model = self._registry.get_model_version(version)
             if model is not None:
+                # The ServerApp reported each round as it ended; the manifest has them all,
+                # should a report have been lost.
                 for number, metrics in round_metrics(model.manifest_json).items():
                     self._registry.record_round(run_id, number, metrics)
         self._finish(run_id, "completed", version, f"Flower run {flower_run}")

@@ -1,0 +1,1 @@
+"""Screens over the console: details, confirmations and forms; Escape closes each."""
