@@ -82,6 +82,8 @@ def test_coordinator_init_store_join_and_register_via_the_cli(tmp_path: Path) ->
     assert settings == {
         "chain": "acme",
         "superlink_port": port,
+        "control_port": 8100,
+        "heartbeat_seconds": 10,
         "hosts": ["localhost", "127.0.0.1", "link.acme.test"],
     }
     server = x509.load_pem_x509_certificate(tls.server_certificate.read_bytes())
