@@ -30,8 +30,6 @@ from coordinator.home import (
 from coordinator.pki import issue_person_certificate
 from coordinator.processes import LOCALHOST
 from coordinator.registry import open_registry
-from coordinator.serve import RunningCoordinator
-from coordinator.serve import serve as run_coordinator
 from coordinator.store_admission import admit_to_control_plane
 from loyalnet.chain_tls import Role
 from loyalnet.settings import COORDINATOR_ENV, Settings
@@ -255,6 +253,11 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+    # Imported here: serving loads model versions (torch), which the rest of this command
+    # line must not pay for (and the coordinator's CLI holds no face code).
+    from coordinator.serve import RunningCoordinator
+    from coordinator.serve import serve as run_coordinator
 
     def ready(running: RunningCoordinator) -> None:
         where = f"{host}:{running.plane.port}"
