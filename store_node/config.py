@@ -454,7 +454,12 @@ def _checked_value(where: str, key: str, value: object, rule: _Rule, fix: str) -
     """``value`` if it is of ``rule``'s kind and passes its test (a float if real-valued)."""
     right_kind = _of_kind(value, rule.kind)
     if right_kind and rule.test(value):
-        return float(value) if rule.kind is float else value  # type: ignore[arg-type]
+        if rule.kind is not float:
+            return value
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except OverflowError:  # a whole number beyond any float (TOML ints are unbounded)
+            pass
     problem = "out of range" if right_kind else "of the wrong type"
     then = f"; {fix}" if fix else ""
     raise LoyalnetError(

@@ -348,11 +348,12 @@ def test_receipts_survive_a_restart_and_a_done_command_is_not_redone(site: Site)
     )
     assert first.accepted and site.servicer.commands == []
 
-    # The coordinator sends the command again: the stored receipt answers, nothing is redone.
+    # The coordinator sends the command again: its receipt was delivered (and dropped here, as
+    # it names the member), so nothing is redone and nothing more is sent.
     site.servicer.requeue(command)
-    assert site.run_once() == (0, 0, 1)
-    again = site.servicer.acknowledgements[-1]
-    assert again.body == stored.receipt.body and not again.accepted
+    acknowledged = len(site.servicer.acknowledgements)
+    site.run_once()
+    assert len(site.servicer.acknowledgements) == acknowledged
     assert _audit(site.store).count(AuditAction.ERASE) == erasures == 1
     with Outbox.open(site.store.root) as outbox:
         assert outbox.pending() == 0

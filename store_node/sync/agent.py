@@ -338,6 +338,11 @@ class SyncAgent:
             )
             return _Handled("skipped", delivered=False)
         record = self._outbox.begin_attempt(command_id, command_kind(command))
+        if record.state == "delivered":
+            # Its receipt reached the coordinator, which keeps it; the store dropped its copy
+            # (it named the member) and neither redoes the command nor answers it again.
+            log.info("command %s was answered and acknowledged before; ignored", command_id)
+            return _Handled("skipped", delivered=False)
         calibration_due = None
         if record.receipt is None:
             try:
