@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from coordinator.registry import Registry, StoreRecord
 from loyalnet.chain_tls import ChainTlsError, Peer, Role, peer_of, public_key_sha256
@@ -34,7 +35,8 @@ class KnownStore:
     name: str
     public_key_sha256: str
     revoked: bool
-    public_key_pem: str
+    public_key: ec.EllipticCurvePublicKey | None
+    """The registered node key, which verifies the store's receipts; None if it is no ECDSA key."""
 
 
 class Callers:
@@ -133,5 +135,5 @@ def _known(record: StoreRecord) -> KnownStore:
         name=record.name,
         public_key_sha256=public_key_sha256(key),
         revoked=record.revoked_at is not None,
-        public_key_pem=record.public_key_pem,
+        public_key=key if isinstance(key, ec.EllipticCurvePublicKey) else None,
     )

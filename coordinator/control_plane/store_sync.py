@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import grpc
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from coordinator.control_plane.callers import Callers, KnownStore
@@ -146,10 +145,9 @@ class StoreSyncService(chain_pb2_grpc.StoreSyncServicer):
 
 
 def _public_key(store: KnownStore) -> ec.EllipticCurvePublicKey:
-    key = serialization.load_pem_public_key(store.public_key_pem.encode("ascii"))
-    if not isinstance(key, ec.EllipticCurvePublicKey):
+    if store.public_key is None:
         raise ReceiptError(f"store {store.name!r} has no ECDSA key registered.")
-    return key
+    return store.public_key
 
 
 def _outcome(command: CommandRecord, fields: dict[str, object], store: str) -> str:
