@@ -307,11 +307,33 @@ def rollback(context: typer.Context, as_json: JsonOption = False) -> None:
 def train(
     context: typer.Context,
     rounds: Annotated[int, typer.Option(help="Federated rounds (0: the default).", min=0)] = 0,
+    strategy: Annotated[
+        str, typer.Option(help="fedavg, fedprox, trimmed-mean or median (empty: fedavg).")
+    ] = "",
+    local_epochs: Annotated[
+        int, typer.Option(min=0, help="Passes over each store's crops per round (0: 1).")
+    ] = 0,
+    learning_rate: Annotated[
+        float, typer.Option(min=0.0, help="The stores' learning rate (0: 0.001).")
+    ] = 0.0,
+    min_stores: Annotated[
+        int, typer.Option(min=0, help="A round waits for this many stores (0: 2).")
+    ] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Start a federated training run on the connected stores; `loyalnet admin runs` follows it."""
+    """Start a federated training run on the connected stores; `loyalnet admin runs` follows it.
+
+    Each store still applies its own limits (store.toml [training]) and declines a round that
+    asks for more epochs or a higher learning rate than it allows.
+    """
     with context.obj.client() as client:
-        run = client.train(rounds)
+        run = client.train(
+            rounds,
+            strategy=strategy,
+            local_epochs=local_epochs,
+            learning_rate=learning_rate,
+            min_stores=min_stores,
+        )
     if as_json:
         _print_json(run)
         return

@@ -114,8 +114,24 @@ class AdminClient:
     def rollback(self) -> chain_pb2.Rollout:
         return self._call(self._stub.Rollback, chain_pb2.RollbackRequest())
 
-    def train(self, rounds: int = 0) -> chain_pb2.TrainingRun:
-        return self._call(self._stub.StartTraining, chain_pb2.StartTrainingRequest(rounds=rounds))
+    def train(
+        self,
+        rounds: int = 0,
+        *,
+        strategy: str = "",
+        local_epochs: int = 0,
+        learning_rate: float = 0.0,
+        min_stores: int = 0,
+    ) -> chain_pb2.TrainingRun:
+        """Start a run; an empty or zero setting keeps the coordinator's default."""
+        request = chain_pb2.StartTrainingRequest(
+            rounds=rounds,
+            strategy=strategy,
+            local_epochs=local_epochs,
+            learning_rate=learning_rate,
+            min_stores=min_stores,
+        )
+        return self._call(self._stub.StartTraining, request)
 
     def events(self, after_event_id: int = 0) -> Iterator[chain_pb2.ChainEvent]:
         """Chain events as they happen; iterate until done, then :meth:`close`."""

@@ -63,7 +63,7 @@ class Processes:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALNET_")}
         log = (self._logs / f"{name}.log").open("ab")
         self.running[name] = subprocess.Popen(
-            [sys.executable, "-m", "loyalnet", *args],
+            [sys.executable, "-m", "loyalnet_cli", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -19,7 +19,7 @@ def loyalnet(
     """Run the real `loyalnet` command in a child process."""
     env = dict(os.environ)
     env.pop("LOYALNET_STORE", None)
-    command = [sys.executable, "-m", "loyalnet", *args]
+    command = [sys.executable, "-m", "loyalnet_cli", *args]
     if store is not None:
         command += ["--store", str(store)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

@@ -25,7 +25,7 @@ def loyalnet(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COLUMNS="400")
     env.pop("LOYALNET_STORE", None)
     env.pop("LOYALNET_DEBUG", None)
-    command = [sys.executable, "-m", "loyalnet", *args, "--store", str(store)]
+    command = [sys.executable, "-m", "loyalnet_cli", *args, "--store", str(store)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert "Traceback" not in done.stderr, done.stderr
     assert "internal error" not in done.stderr, done.stderr

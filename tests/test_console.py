@@ -409,7 +409,7 @@ def test_the_console_runs_in_a_terminal_against_a_real_coordinator(tmp_path: Pat
     with log_path.open("wb") as log:
         coordinator = subprocess.Popen(
             [
-                *(sys.executable, "-m", "loyalnet", "coordinator", "serve"),
+                *(sys.executable, "-m", "loyalnet_cli", "coordinator", "serve"),
                 *("--dir", str(home.folder), "--no-superlink", "--host", "127.0.0.1"),
             ],
             stdout=log,

@@ -19,7 +19,9 @@ import torch
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from coordinator.control_plane.convert import run_settings
 from coordinator.control_plane.server import ControlPlane, ControlPlaneSettings
+from coordinator.control_plane.training import FederatedTraining
 from coordinator.home import create_coordinator_home
 from coordinator.model_versions import save_model_version
 from coordinator.pki import (
@@ -28,6 +30,7 @@ from coordinator.pki import (
     issue_store_certificate,
     load_model_signing_key,
 )
+from coordinator.processes import LocalFederation
 from coordinator.registry import Registry, open_registry
 from loyalnet.chain.v1 import chain_pb2, chain_pb2_grpc
 from loyalnet.chain_tls import ClientIdentity, Role, private_key_pem
@@ -359,3 +362,39 @@ def test_events_stream_live_and_resume(chain: Chain) -> None:
     )
     assert next(replay).event_id == event.event_id
     replay.cancel()
+
+
+def test_a_training_request_with_bad_settings_is_refused_before_any_run(
+    chain: Chain, tmp_path: Path
+) -> None:
+    federation = LocalFederation(tmp_path / "flower", insecure=True)  # never started
+    training = FederatedTraining(
+        federation, tmp_path, chain.registry, lambda run_id: [], lambda: datetime.now(UTC)
+    )
+    chain.plane.admin.attach_training(training)
+    admin = chain.admin()
+    bad = [
+        chain_pb2.StartTrainingRequest(rounds=1, strategy="fedsgd"),
+        chain_pb2.StartTrainingRequest(rounds=101),
+    ]
+    for request in bad:
+        with pytest.raises(grpc.RpcError) as refused:
+            admin.StartTraining(request, timeout=5)
+        _refused(refused.value, grpc.StatusCode.INVALID_ARGUMENT)
+    assert chain.registry.list_runs() == []
+
+    # Good settings reach the SuperLink, which is down here: the run is recorded as failed.
+    good = chain_pb2.StartTrainingRequest(
+        rounds=2, strategy="fedprox", local_epochs=2, learning_rate=0.01, min_stores=3
+    )
+    assert run_settings(good) == {
+        "strategy": "fedprox",
+        "local-epochs": 2,
+        "learning-rate": 0.01,
+        "min-stores": 3,
+    }
+    with pytest.raises(grpc.RpcError) as refused:
+        admin.StartTraining(good, timeout=5)
+    assert "SuperLink" in _refused(refused.value, grpc.StatusCode.FAILED_PRECONDITION)
+    [run] = chain.registry.list_runs()
+    assert (run.status, run.rounds_planned) == ("failed", 2)

@@ -117,7 +117,7 @@ def test_the_command_prints_json_only_and_drops_its_database(
 ) -> None:
     databases = _bench_databases(postgres_server_url)
     server = postgres_server_url.render_as_string(hide_password=False)
-    command = [sys.executable, "-m", "loyalnet", "bench", "control-plane", "--stores", "6"]
+    command = [sys.executable, "-m", "loyalnet_cli", "bench", "control-plane", "--stores", "6"]
     command += ["--seconds", "3", "--interval", "1", "--clients", "1", "--json"]
     command += ["--database", "postgresql", "--postgres-server", server]
     done = subprocess.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 def run_demo(*args: str, timeout: float) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "loyalnet", "demo", *args, "--json"],
+        [sys.executable, "-m", "loyalnet_cli", "demo", *args, "--json"],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -49,17 +50,52 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_federated_demo_one_round(tmp_path: Path) -> None:
+def test_federated_demo_keeps_its_chain_running_until_interrupted(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
-    summary = run_demo("--rounds", "1", "--members", "6", "--workdir", str(workdir), timeout=900)
-    stores = summary["stores"]
-    assert isinstance(stores, dict) and len(stores) == 3
-    for row in stores.values():
-        assert row["members"] >= 5
-        assert 0.0 <= row["rank1_before"] <= 1.0 and 0.0 <= row["rank1_after"] <= 1.0
-    assert summary["rounds"] == 1
-    assert isinstance(summary["bytes_sent_per_store_per_round"], int)
-    assert summary["bytes_sent_per_store_per_round"] > summary["model_bytes"]
-    assert summary["epsilon"] is None
+    command = [
+        *(sys.executable, "-m", "loyalnet_cli", "demo", "--rounds", "1", "--members", "6"),
+        *("--workdir", str(workdir), "--keep", "--json"),
+    ]
+    demo = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LOYALNET_THREADS": "1"},
+    )
+    try:
+        assert demo.stdout is not None
+        line = demo.stdout.readline()  # the summary, printed before the demo holds
+        assert line, demo.stderr.read() if demo.stderr else ""
+        summary = json.loads(line)
+        stores = summary["stores"]
+        assert isinstance(stores, dict) and len(stores) == 3
+        for row in stores.values():
+            assert row["members"] >= 5
+            assert 0.0 <= row["rank1_before"] <= 1.0 and 0.0 <= row["rank1_after"] <= 1.0
+        assert summary["rounds"] == 1
+        assert summary["bytes_sent_per_store_per_round"] > summary["model_bytes"]
+        assert summary["epsilon"] is None
+
+        # The chain still runs: its admins see every store online on the promoted model.
+        admin = subprocess.run(
+            [
+                *(sys.executable, "-m", "loyalnet_cli", "admin"),
+                *("--dir", str(workdir / "coordinator"), "stores", "--json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert admin.returncode == 0, admin.stderr
+        listed = json.loads(admin.stdout)["stores"]
+        assert {store["name"] for store in listed} == set(stores)
+        for store in listed:
+            assert store["online"] and store["health"]["model_version"] == summary["model_version"]
+        assert _processes_mentioning(str(workdir))
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=120)
+    assert demo.returncode == 0
     # Every process the demo started is gone.
     assert _processes_mentioning(str(workdir)) == []

@@ -417,7 +417,7 @@ def test_store_adopt_on_the_command_line(chain: Chain, store: Path, tmp_path: Pa
 
     def loyalnet(*args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "LOYALNET_STORE"}
-        command = [sys.executable, "-m", "loyalnet", "store", *args, "--store", str(store)]
+        command = [sys.executable, "-m", "loyalnet_cli", "store", *args, "--store", str(store)]
         return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
     unsigned = tmp_path / chain.a.path.name

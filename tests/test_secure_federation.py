@@ -55,7 +55,7 @@ def loyalnet(
     }
     environment["LOYALNET_CONFIG"] = str(cwd / "no-config.toml")
     environment.update(env or {})
-    command = [sys.executable, "-m", "loyalnet", *args]
+    command = [sys.executable, "-m", "loyalnet_cli", *args]
     done = subprocess.run(
         command, capture_output=True, text=True, env=environment, cwd=cwd, timeout=300
     )

@@ -587,7 +587,7 @@ def test_store_serve_runs_erases_and_stops_on_sigterm(
         assert "control-plane certificate" in joined.stdout and "installed" in joined.stdout
         command = servicer.erase("Colin_Powell")
         process = subprocess.Popen(
-            [sys.executable, "-m", "loyalnet", "store", "serve", "--store", str(root)],
+            [sys.executable, "-m", "loyalnet_cli", "store", "serve", "--store", str(root)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -12,7 +12,7 @@ a verified receipt. Stores offline now get their commands when they come back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -25,12 +25,14 @@ from coordinator.control_plane.convert import (
     event_message,
     model_message,
     run_message,
+    run_settings,
     store_message,
 )
 from coordinator.control_plane.heartbeats import HeartbeatBuffer
 from coordinator.control_plane.model_files import ModelFiles, last_round_metrics
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorError, RunConfigError
 from coordinator.registry import Registry, RegistryError, Rollout, RunRecord, StoreRecord
+from coordinator.toml_text import TomlScalar
 from loyalnet.chain.v1 import chain_pb2, chain_pb2_grpc
 from loyalnet.member_ids import member_id_problem
 
@@ -44,10 +46,19 @@ OFFLINE_AFTER_HEARTBEATS = 3
 class TrainingLauncher(Protocol):
     """Starts a federated training run on the coordinator's SuperLink."""
 
-    def start(self, rounds: int, requested_by: str) -> RunRecord:
+    def start(
+        self,
+        rounds: int,
+        requested_by: str,
+        settings: Mapping[str, TomlScalar] | None = None,
+    ) -> RunRecord:
         """Start a run of ``rounds`` rounds (0: the default) and return its record.
 
+        Args:
+            settings: run config values other than the defaults (``coordinator.run_config``).
+
         Raises:
+            RunConfigError: a setting is out of range.
             CoordinatorError: no run can start now (e.g. one is running, no SuperLink).
         """
         ...
@@ -262,7 +273,9 @@ class AdminService(chain_pb2_grpc.AdminServicer):
                 "without that option to train.",
             )
         try:
-            run = self._training.start(request.rounds, peer.actor)
+            run = self._training.start(request.rounds, peer.actor, run_settings(request))
+        except RunConfigError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except CoordinatorError as err:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         return run_message(run)

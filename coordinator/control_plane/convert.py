@@ -16,6 +16,7 @@ from coordinator.registry import (
     RunRecord,
     StoreRecord,
 )
+from coordinator.toml_text import TomlScalar
 from loyalnet.chain.v1 import chain_pb2
 
 
@@ -118,6 +119,20 @@ def run_message(run: RunRecord) -> chain_pb2.TrainingRun:
         model_version=run.model_version or 0,
         message=run.message or "",
     )
+
+
+def run_settings(request: chain_pb2.StartTrainingRequest) -> dict[str, TomlScalar]:
+    """The run config values a training request sets; unset (empty, zero) ones are left out."""
+    settings: dict[str, TomlScalar] = {}
+    if request.strategy:
+        settings["strategy"] = request.strategy
+    if request.local_epochs:
+        settings["local-epochs"] = request.local_epochs
+    if request.learning_rate:
+        settings["learning-rate"] = request.learning_rate
+    if request.min_stores:
+        settings["min-stores"] = request.min_stores
+    return settings
 
 
 def audit_message(record: AuditRecord) -> chain_pb2.AuditRecord:

@@ -16,10 +16,11 @@ from datetime import datetime
 from pathlib import Path
 
 from coordinator.control_plane.model_files import round_metrics
-from coordinator.errors import CoordinatorError
+from coordinator.errors import CoordinatorError, RunConfigError
 from coordinator.flower_app import write_flower_app
 from coordinator.processes import LocalFederation
 from coordinator.registry import Registry, RunRecord
+from coordinator.run_config import FederationSettings, default_run_config
 from coordinator.toml_text import TomlScalar
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 DEFAULT_ROUNDS = 3
 MAX_ROUNDS = 100
 RUN_TIMEOUT_SECONDS = 6 * 3600.0
+RUN_POLL_SECONDS = 10.0
+"""How often a run's end is polled. Each poll is a ``flwr`` process (about 0.7 s of CPU), which a
+small coordinator machine also needs for the round itself; the rounds' own progress reaches the
+registry from the ServerApp as each round ends, so the console does not wait on this."""
 
 
 class FederatedTraining:
@@ -67,12 +72,17 @@ class FederatedTraining:
                 e.g. ``{"strategy": "fedprox"}``; the Admin service passes none.
 
         Raises:
-            CoordinatorError: a run is going on, ``rounds`` is out of range, or the SuperLink
-                refused the run.
+            RunConfigError: ``rounds`` or a setting is out of range.
+            CoordinatorError: a run is going on, or the SuperLink refused the run.
         """
         rounds = rounds or DEFAULT_ROUNDS
         if not 1 <= rounds <= MAX_ROUNDS:
-            raise CoordinatorError(f"a run has 1 to {MAX_ROUNDS} rounds, not {rounds}.")
+            raise RunConfigError(f"a run has 1 to {MAX_ROUNDS} rounds, not {rounds}.")
+        # Checked here, so that a bad setting is refused to the admin who asked, not found by
+        # the ServerApp minutes later.
+        FederationSettings.from_run_config(
+            {**default_run_config(self._coordinator_dir), **(settings or {})}
+        )
         with self._lock:
             if self._running is not None:
                 raise CoordinatorError(
@@ -102,7 +112,9 @@ class FederatedTraining:
 
     def _follow(self, run_id: int, flower_run: int) -> None:
         try:
-            status = self._federation.wait_for_run(flower_run, RUN_TIMEOUT_SECONDS)
+            status = self._federation.wait_for_run(
+                flower_run, RUN_TIMEOUT_SECONDS, poll_seconds=RUN_POLL_SECONDS
+            )
         except CoordinatorError as err:
             self._finish(run_id, "failed", None, str(err))
             return

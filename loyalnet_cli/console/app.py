@@ -4,6 +4,7 @@ bring to the screens. All network work happens in those workers, never on the UI
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from textual.app import App
 from textual.screen import Screen
@@ -102,6 +103,11 @@ class ConsoleApp(App[None]):
     def action_refresh_now(self) -> None:
         """Fetch at once (F5), also cutting a retry's back-off short."""
         self._poller.refresh_now()
+
+    def action_save_svg(self) -> None:
+        """Save the screen as an SVG in the working folder (ctrl+s), e.g. for a report."""
+        saved = self.save_screenshot(path=str(Path.cwd()))
+        self.notify(f"screenshot saved: {saved}")
 
     # -- what the workers bring ------------------------------------------------------------
 

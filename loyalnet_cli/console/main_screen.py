@@ -45,6 +45,7 @@ class MainScreen(Screen[None]):
         Binding("shift+tab", "next_view(-1)", "previous view", show=False),
         *(Binding(str(n), f"view('{v}')", v, show=False) for n, v in enumerate(VIEWS, 1)),
         Binding("f5", "app.refresh_now", "refresh", show=False),
+        Binding("ctrl+s", "app.save_svg", "screenshot", show=False),
         Binding("q", "app.quit", "quit"),
     ]
     DEFAULT_CSS = """

@@ -638,16 +638,32 @@ class StartTrainingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROUNDS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    LOCAL_EPOCHS_FIELD_NUMBER: _builtins.int
+    LEARNING_RATE_FIELD_NUMBER: _builtins.int
+    MIN_STORES_FIELD_NUMBER: _builtins.int
     rounds: _builtins.int
     """0 = the coordinator's default"""
+    strategy: _builtins.str
+    """The run's settings; an empty or zero value keeps the coordinator's default.
+    "fedavg", "fedprox", "trimmed-mean" or "median"
+    """
+    local_epochs: _builtins.int
+    learning_rate: _builtins.float
+    min_stores: _builtins.int
+    """a round waits for at least this many stores"""
     def __init__(
         self,
         *,
         rounds: _builtins.int = ...,
+        strategy: _builtins.str = ...,
+        local_epochs: _builtins.int = ...,
+        learning_rate: _builtins.float = ...,
+        min_stores: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rounds", b"rounds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_stores", b"min_stores", "rounds", b"rounds", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

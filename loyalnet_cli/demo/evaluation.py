@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loyalnet.demo.stores import DemoStore
+from loyalnet_cli.demo.stores import DemoStore
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery
 from store_node.identification import identify_photos

@@ -6,6 +6,7 @@ import json
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -15,10 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.run_config import STRATEGIES
-from loyalnet.demo.federated import FederatedDemoOptions, run_federated_demo
-from loyalnet.demo.stores import DemoPlan
 from loyalnet.settings import Settings
-from store_node.demo import store_demo
+from loyalnet_cli.demo.chain import DemoChain
+from loyalnet_cli.demo.federated import FederatedDemoOptions, run_federated_demo
+from loyalnet_cli.demo.store_walkthrough import store_demo
+from loyalnet_cli.demo.stores import DemoPlan
 
 demo_app = typer.Typer(
     help=(
@@ -58,11 +60,23 @@ def federated(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the JSON summary at the end.")
     ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option(
+            "--keep",
+            help="Keep the chain running after the demo, for the console and `loyalnet admin`, "
+            "until Ctrl-C.",
+        ),
+    ] = False,
 ) -> None:
     """Three stores with different cameras train the shared face model; no face leaves a store.
 
-    Shows, per store, identification of members' held-out photos (rank-1) and strangers
-    accepted, before and after training, and the bytes each store sent per round.
+    The chain runs as real processes on 127.0.0.1: `loyalnet coordinator serve` and, per
+    store, `loyalnet store serve` and a SuperNode. A training run is started and its model
+    promoted through the control plane; the stores adopt it by themselves. Shows, per store,
+    identification of members' held-out photos (rank-1) and strangers accepted, before and
+    after training, and the bytes each store sent per round. The demo prints the command that
+    opens the admins' console on the running chain; --keep keeps it running afterwards.
     """
     if context.invoked_subcommand is not None:
         return
@@ -78,23 +92,49 @@ def federated(
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=False)
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    held = False
     try:
         with err.status("starting…", spinner="dots") as status:
 
             def step(text: str) -> None:
-                if as_json:
-                    return
-                if not text.startswith("federated run"):
+                if not as_json:
                     err.log(text, markup=False, emoji=False)
-                status.update(text)
+                    status.update(text)
 
-            summary = run_federated_demo(root, options, step, Settings.from_environment().threads)
+            def hold(chain: DemoChain, summary: dict[str, object]) -> None:
+                nonlocal held
+                held = True
+                status.stop()
+                _report(summary, as_json)
+                err.print(
+                    "the chain keeps running; open its console in another terminal with:\n"
+                    f"  {chain.console_command}\nCtrl-C stops it"
+                )
+                while True:
+                    time.sleep(3600)
+
+            summary = run_federated_demo(
+                root,
+                options,
+                step,
+                Settings.from_environment().threads,
+                hold=hold if keep else None,
+            )
+    except KeyboardInterrupt:
+        if not held:
+            raise
+        err.print("the chain stopped")
+        return
     finally:
         signal.signal(signal.SIGTERM, previous)
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)
+    _report(summary, as_json)
+
+
+def _report(summary: dict[str, object], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary))
+        print(json.dumps(summary), flush=True)
     else:
         _show(summary)
 
@@ -136,4 +176,7 @@ def _show(summary: dict[str, object]) -> None:
         f"{int(str(summary['model_bytes'])) / 1e6:.2f} MB of float32); "
         f"{summary['seconds_per_round']} s per round; epsilon: {summary['epsilon'] or 'no DP'}"
     )
-    out.print(f"global model: {summary['model_version']}; no image, crop or template left a store")
+    out.print(
+        f"global model: v{summary['model_version']} (training run {summary['run_id']}); "
+        "no image, crop or template left a store"
+    )

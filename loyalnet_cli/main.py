@@ -33,8 +33,8 @@ def _mount_subcommands() -> None:
     from coordinator.admin_cli import admin_app
     from coordinator.cli import coordinator_app
     from coordinator.control_plane_bench import control_plane_command
-    from loyalnet.demo.cli import demo_app
     from loyalnet_cli.console.command import console_command
+    from loyalnet_cli.demo.cli import demo_app
     from simulations.cli import sim_app
     from store_node.bench.cli import bench_app
     from store_node.cli import store_app

@@ -1,3 +1,0 @@
-from loyalnet.cli import main
-
-main()

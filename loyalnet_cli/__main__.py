@@ -1,0 +1,3 @@
+from loyalnet_cli.main import main
+
+main()
