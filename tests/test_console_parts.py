@@ -13,7 +13,7 @@ import pytest
 from coordinator.admin_client import AdminError
 from loyalnet.chain.v1 import chain_pb2
 from loyalnet_cli.console.backoff import Backoff
-from loyalnet_cli.console.format import age, number, size, version_name
+from loyalnet_cli.console.format import age, metric_names, metrics_line, number, size, version_name
 from loyalnet_cli.console.link import AdminSource, ConsoleLink
 from loyalnet_cli.console.modals.erase_form import erase_problem
 from loyalnet_cli.console.modals.train_form import rounds_problem
@@ -186,3 +186,17 @@ def test_the_poller_reports_an_outage_once_per_try_and_recovers_on_a_new_connect
         poller.stop()
         thread.join(timeout=5)
     assert not thread.is_alive() and connections[-1].closed
+
+
+def test_metrics_are_shown_with_what_an_admin_watches_first() -> None:
+    names = ["arrays-bytes", "members", "round-seconds", "loss-last-epoch", "zeta"]
+    assert metric_names(names)[:4] == [
+        "loss-last-epoch",
+        "round-seconds",
+        "arrays-bytes",
+        "members",
+    ]
+    assert metric_names(["b", "a"]) == ["a", "b"]
+    assert metric_names([]) == []
+    line = metrics_line({"arrays-bytes": 12.0, "round-seconds": 120.7, "train-loss": 0.4})
+    assert line.startswith("train-loss 0.4 · round-seconds 120")

@@ -398,3 +398,16 @@ def test_a_training_request_with_bad_settings_is_refused_before_any_run(
     assert "SuperLink" in _refused(refused.value, grpc.StatusCode.FAILED_PRECONDITION)
     [run] = chain.registry.list_runs()
     assert (run.status, run.rounds_planned) == ("failed", 2)
+
+
+def test_a_version_keeps_its_run_whichever_import_finds_it_first(chain: Chain) -> None:
+    run = chain.registry.start_run(1, datetime.now(UTC), actor="admin:admin")
+    state = {"layer.weight": torch.ones(2, 2)}
+    models = chain.plane.settings.models_dir
+    ours = save_model_version(models, state, {"registry-run-id": run.run_id}, {1: {"loss": 0.5}})
+    stranger = save_model_version(models, state, {"registry-run-id": 999}, {1: {"loss": 0.5}})
+    plain = save_model_version(models, state, {}, {1: {"loss": 0.5}})
+    # The periodic scan, which knows no run, gets there before the run's own import.
+    assert chain.plane.import_models() == [ours.version, stranger.version, plain.version]
+    runs = {m.version: m.run_id for m in chain.registry.list_model_versions()}
+    assert runs == {ours.version: run.run_id, stranger.version: None, plain.version: None}

@@ -55,7 +55,10 @@ def import_model_versions(
 
     Args:
         public_key: the chain's model-signing public key; None marks every version unverified.
-        run_id: the training run that made the new versions, when known.
+        run_id: the training run that made the new versions, when known; otherwise a version
+            is tied to the run its manifest's run config names (``registry-run-id``), if the
+            registry has it. So whichever import comes first, the periodic scan or the run's
+            own, the version keeps its run.
     """
     known = {record.version for record in registry.list_model_versions()}
     added: list[int] = []
@@ -77,10 +80,19 @@ def import_model_versions(
             signature_verified=verified,
             signing_key_id=signer or None,
             created_at=saved.created_at,
-            run_id=run_id,
+            run_id=run_id or _run_of(registry, manifest),
         )
         added.append(saved.version)
     return added
+
+
+def _run_of(registry: Registry, manifest: dict[str, object]) -> int | None:
+    """The registry run the manifest's run config names, if there is such a run."""
+    run_config = manifest.get("run_config")
+    named = run_config.get("registry-run-id") if isinstance(run_config, dict) else None
+    if not isinstance(named, int) or isinstance(named, bool) or named <= 0:
+        return None
+    return named if registry.get_run(named) is not None else None
 
 
 def _verified(

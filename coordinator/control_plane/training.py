@@ -121,8 +121,11 @@ class FederatedTraining:
         if not status.completed:
             self._finish(run_id, "failed", None, status.details or status.status)
             return
-        added = self._import_models(run_id)
-        version = max(added) if added else None
+        self._import_models(run_id)
+        # The version may have been entered by the coordinator's periodic scan of models/
+        # before this import: it is the run's either way.
+        made = [m.version for m in self._registry.list_model_versions() if m.run_id == run_id]
+        version = max(made) if made else None
         if version is not None:
             model = self._registry.get_model_version(version)
             if model is not None:

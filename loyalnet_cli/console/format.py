@@ -6,7 +6,7 @@ strings in ``rich.text.Text`` (never markup), so a member id such as ``M[bold]``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
@@ -67,9 +67,27 @@ def number(value: float) -> str:
     return f"{value:.4g}"
 
 
+PREFERRED_METRICS = (
+    "loss-last-epoch",
+    "train-loss",
+    "stores-trained",
+    "num-examples",
+    "round-seconds",
+)
+"""Shown first when a round or model reports them: what an admin watches a run for."""
+
+
+def metric_names(names: Iterable[str]) -> list[str]:
+    """``names`` in the order to show them: the preferred ones, then the others by name."""
+    present = set(names)
+    preferred = [name for name in PREFERRED_METRICS if name in present]
+    return preferred + sorted(present - set(PREFERRED_METRICS))
+
+
 def metrics_line(metrics: Mapping[str, float], limit: int = 3) -> str:
-    """``train-loss 0.412 · num-examples 96``: the first ``limit`` metrics by name."""
-    return " · ".join(f"{name} {number(value)}" for name, value in sorted(metrics.items())[:limit])
+    """``train-loss 0.412 · num-examples 96``: the first ``limit`` metrics to show."""
+    names = metric_names(metrics)[:limit]
+    return " · ".join(f"{name} {number(metrics[name])}" for name in names)
 
 
 def short_id(request_id: str) -> str:

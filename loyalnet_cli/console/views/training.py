@@ -10,12 +10,19 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Label, ProgressBar, Sparkline, Static
 
 from loyalnet.chain.v1 import chain_pb2
-from loyalnet_cli.console.format import age, metrics_line, number, version_name, when
+from loyalnet_cli.console.format import (
+    age,
+    metric_names,
+    metrics_line,
+    number,
+    version_name,
+    when,
+)
 from loyalnet_cli.console.snapshot import ChainSnapshot
 from loyalnet_cli.console.views.table import fill, new_table
 
 CHARTED_METRICS = 4
-"""Metrics charted for the current run (the first by name); the runs table lists the rest."""
+"""Metrics charted for the current run; the runs table lists the rest."""
 STATUS_STYLES = {"running": "bold yellow", "completed": "green", "failed": "bold red"}
 
 
@@ -97,7 +104,7 @@ class TrainingView(Vertical):
         for training_round in sorted(run.rounds, key=lambda r: r.round):
             for name, value in training_round.metrics.items():
                 series.setdefault(name, []).append(value)
-        self._chart(dict(sorted(series.items())[:CHARTED_METRICS]))
+        self._chart({name: series[name] for name in metric_names(series)[:CHARTED_METRICS]})
 
     def _chart(self, series: dict[str, list[float]]) -> None:
         box = self.query_one("#run-charts", Vertical)
