@@ -663,10 +663,10 @@ def _log_tail(log: Path, lines: int = 15) -> str:
 
 def _coordinator_command(home: CoordinatorHome, url: str) -> list[str]:
     """The real coordinator, as an operator starts it, on a port the system picks."""
+    # The `loyalnet` command installed beside this interpreter (the coordinator imports
+    # nothing of the command line, so it starts it as a user does).
     return [
-        sys.executable,
-        "-m",
-        "loyalnet",
+        str(Path(sys.executable).parent / "loyalnet"),
         "coordinator",
         "serve",
         "--no-superlink",

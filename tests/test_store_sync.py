@@ -564,7 +564,7 @@ def test_store_serve_runs_erases_and_stops_on_sigterm(
             [
                 sys.executable,
                 "-m",
-                "loyalnet",
+                "loyalnet_cli",
                 "store",
                 "join",
                 "--store",

@@ -25,7 +25,10 @@ from loyalnet_cli.demo.stores import DemoPlan
 demo_app = typer.Typer(
     help=(
         "Walkthroughs on real faces from the shared data. Without a sub-command: the federated "
-        "demo (a coordinator and 3 stores as local processes train the shared model)."
+        "demo. A chain runs on 127.0.0.1 (`coordinator serve`, and 3 stores each running "
+        "`store serve` and a SuperNode); it trains the shared model through the control plane, "
+        "promotes it, and each store measures recognition before and after. The demo prints the "
+        "command that opens the admins' console on it; --keep leaves it running until Ctrl-C."
     ),
     invoke_without_command=True,
 )
