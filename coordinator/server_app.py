@@ -28,6 +28,7 @@ from coordinator.pki import load_model_signing_key
 from coordinator.round_reports import RegistryRoundReports
 from coordinator.run_config import FederationSettings
 from coordinator.strategy import build_strategy
+from loyalnet.packed_backbone import BackboneLayout
 
 app = ServerApp()
 
@@ -44,10 +45,13 @@ def main(grid: Grid, context: Context) -> None:
         if settings.registry_run_id
         else None
     )
+    pretrained = pretrained_backbone()
+    # Three flat arrays on the wire instead of one Flower object per tensor.
+    layout = BackboneLayout.of(pretrained)
     try:
         result = build_strategy(settings, on_round=reports).start(
             grid=grid,
-            initial_arrays=ArrayRecord(pretrained_backbone()),
+            initial_arrays=ArrayRecord(layout.pack(pretrained)),
             num_rounds=settings.num_rounds,
             timeout=settings.round_timeout_seconds,
             train_config=ConfigRecord(round_config),
@@ -73,7 +77,7 @@ def main(grid: Grid, context: Context) -> None:
         )
     saved = save_model_version(
         settings.models_dir,
-        result.arrays.to_torch_state_dict(),
+        layout.unpack(result.arrays.to_torch_state_dict()),
         context.run_config,
         metrics,
         signing_key=signing_key,

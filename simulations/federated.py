@@ -49,6 +49,7 @@ from flwr.simulation import run_simulation
 
 from coordinator.run_config import FederationSettings
 from coordinator.strategy import build_strategy
+from loyalnet.packed_backbone import BackboneLayout
 from simulations.experiment import Experiment
 from simulations.stores import fresh_copies
 from store_node.client_app import STORE_DIR_KEY, THREADS_KEY
@@ -187,19 +188,21 @@ def _run_strategy(
         np.random.seed(experiment.seed)  # see the module docstring
     round_config: dict[str, ConfigRecordValues] = dict(settings.training)
 
+    layout = BackboneLayout.of(initial)
+
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        on_round(strategy, server_round, arrays.to_torch_state_dict())
+        on_round(strategy, server_round, layout.unpack(arrays.to_torch_state_dict()))
         return None
 
     result = build_strategy(settings).start(
         grid=grid,
-        initial_arrays=ArrayRecord(dict(initial)),
+        initial_arrays=ArrayRecord(layout.pack(initial)),
         num_rounds=settings.num_rounds,
         timeout=settings.round_timeout_seconds,
         train_config=ConfigRecord(round_config),
         evaluate_fn=evaluate,
     )
-    model_bytes = ArrayRecord(dict(initial)).count_bytes()
+    model_bytes = ArrayRecord(layout.pack(initial)).count_bytes()  # as it travels
     rounds = []
     for server_round in range(1, settings.num_rounds + 1):
         metrics = dict(result.train_metrics_clientapp.get(server_round, MetricRecord()))

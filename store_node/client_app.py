@@ -54,8 +54,10 @@ from flwr.common import log
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from loyalnet.errors import LoyalnetError
+from loyalnet.packed_backbone import BackboneLayout, PackedBackboneError
 from store_node.config import StorePaths, read_config
 from store_node.gallery import Gallery, GalleryBusyError, ScrubError
+from store_node.training.backbone import backbone_layout
 from store_node.training.floor import SERVER_ROUND_KEY, round_refusal
 from store_node.training.local import TrainingConfig, TrainingOutcome, train_store_round
 
@@ -127,13 +129,19 @@ def _train(msg: Message, context: Context) -> Message:
     if refusal:  # before any training data is read
         log(WARNING, "this store declines the round: %s", refusal)
         return declining_reply(msg)
+    # Unpacked with the store's own names and shapes: the coordinator cannot choose them.
+    layout = backbone_layout()
+    try:
+        global_backbone = layout.unpack(received.to_torch_state_dict())
+    except PackedBackboneError as err:
+        raise StoreRoundError(str(err)) from None
     _purge_expired(paths)
     config = round_training_config(settings)
-    outcome = train_store_round(store_dir, received.to_torch_state_dict(), config)
+    outcome = train_store_round(store_dir, global_backbone, config)
     if outcome.backbone is None:
         log(INFO, "this store declines the round: %s", outcome.declined)
         return declining_reply(msg)
-    sent = _backbone_record(outcome.backbone, received)
+    sent = _backbone_record(outcome.backbone, layout)
     log(INFO, "round done: %d examples, %.1f s", outcome.examples, outcome.seconds)
     content = RecordDict({"arrays": sent, "metrics": reply_metrics(outcome, sent)})
     return Message(content, reply_to=msg)
@@ -220,20 +228,19 @@ def _declined(reply: Message) -> bool:
     return not any(record for record in reply.content.array_records.values())
 
 
-def _backbone_record(backbone: dict[str, torch.Tensor], received: ArrayRecord) -> ArrayRecord:
-    """The trained backbone as an ArrayRecord, refused unless it has the received keys.
+def _backbone_record(backbone: dict[str, torch.Tensor], layout: BackboneLayout) -> ArrayRecord:
+    """The trained backbone packed as the global model came (``loyalnet.packed_backbone``).
 
-    The coordinator averages key by key and rejects a round whose replies differ, so a
-    mismatch is caught here, where it can be explained, rather than as a failed aggregation.
-    The tensors go in the received record's order, which Flower's ``fixedclipping_mod``
-    requires.
+    Refused unless it has exactly the layout's tensors: the coordinator averages the packed
+    arrays number by number, so a mismatch is caught here, where it can be explained. The
+    arrays go in the received order, which Flower's ``fixedclipping_mod`` requires.
     """
-    if set(backbone) != set(received):
+    if set(backbone) != set(layout.shapes):
         raise StoreRoundError(
             "the trained backbone's tensors differ from the global model's; update loyalnet "
             "on this store or on the coordinator so both send the same backbone."
         )
-    return ArrayRecord({key: backbone[key] for key in received})
+    return ArrayRecord(layout.pack(backbone))
 
 
 def _store_dir(context: Context) -> Path:

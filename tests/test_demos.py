@@ -75,6 +75,7 @@ def test_federated_demo_keeps_its_chain_running_until_interrupted(tmp_path: Path
             assert 0.0 <= row["rank1_before"] <= 1.0 and 0.0 <= row["rank1_after"] <= 1.0
         assert summary["rounds"] == 1
         assert summary["bytes_sent_per_store_per_round"] > summary["model_bytes"]
+        assert 0 < summary["training_seconds_per_round"] < summary["seconds_per_round"]
         assert summary["epsilon"] is None
 
         # The chain still runs: its admins see every store online on the promoted model.

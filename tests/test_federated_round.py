@@ -29,6 +29,12 @@ from coordinator.model_versions import ModelVersion, list_model_versions, load_m
 from coordinator.processes import LocalFederation, RunStatus
 from coordinator.run_config import TRAINING_DEFAULTS
 from loyalnet.assets import sha256_of
+from loyalnet.packed_backbone import (
+    PARAMETERS,
+    RUNNING_MEANS,
+    RUNNING_VARIANCES,
+    BackboneLayout,
+)
 from store_node.config import StoreConfig, StorePaths, write_config
 from store_node.enrolment import EnrolmentRequest, enrol_member
 from store_node.face import FacePipeline
@@ -237,11 +243,12 @@ def test_one_round_two_stores_and_the_wire(
     assert round_1["num-examples"] == store_a.crops + store_b.crops
     assert round_1["members"] == MEMBERS_A + MEMBERS_B
 
-    expected = {key: tuple(value.shape) for key, value in backbone_state(MobileFaceNet()).items()}
-    initial = {key: tuple(value.shape) for key, value in pretrained_backbone().items()}
-    assert initial == expected
-    dimensions = {size for shape in expected.values() for size in shape}
-    assert not dimensions & {MEMBERS_A, MEMBERS_B}
+    layout = BackboneLayout.of(backbone_state(MobileFaceNet()))
+    assert BackboneLayout.of(pretrained_backbone()) == layout
+    # Three flat arrays of exactly the backbone's numbers: a class row per member, or any
+    # other extra, would change a length.
+    expected = {key: (size,) for key, size in layout.sizes().items()}
+    assert list(expected) == [PARAMETERS, RUNNING_MEANS, RUNNING_VARIANCES]
 
     updates = {}
     for name, store in (("a", store_a), ("b", store_b)):
@@ -253,12 +260,11 @@ def test_one_round_two_stores_and_the_wire(
         assert metrics["num-examples"] == store.crops and metrics["declined"] == 0
         arrays = reply.content.array_records["arrays"]
         shapes = {key: tuple(array.shape) for key, array in arrays.items()}
-        assert shapes == expected  # names and shapes, nothing more, nothing less
-        assert all(len(store.members) not in shape for shape in shapes.values())
+        assert shapes == expected  # names and lengths, nothing more, nothing less
         _assert_no_member_data(exchanges, store)
         sent = sum(len(x.request) + len(x.request_headers) for x in exchanges)
         print(f"store {name}: sent {sent} bytes in {len(exchanges)} requests")
-        updates[name] = (arrays.to_torch_state_dict(), store.crops)
+        updates[name] = (layout.unpack(arrays.to_torch_state_dict()), store.crops)
 
     # FedAvg: the new model is the average of what was sent, weighted by num-examples.
     model = load_model_version(saved)
@@ -306,7 +312,8 @@ def test_declining_store_is_not_counted(
 
     # Only store A's update counts: the model is exactly what A sent.
     a_sent = _one_reply(federation.recorders["store-a"].recorded())
-    a_state = a_sent.content.array_records["arrays"].to_torch_state_dict()
+    packed = a_sent.content.array_records["arrays"].to_torch_state_dict()
+    a_state = BackboneLayout.of(backbone_state(MobileFaceNet())).unpack(packed)
     model = load_model_version(saved)
     assert all(torch.equal(model[key], a_state[key]) for key in model)
 

@@ -29,6 +29,7 @@ from synthetic import random_crops, unit_vectors
 
 import store_node.client_app as client_app
 from coordinator.run_config import TRAINING_DEFAULTS
+from loyalnet.packed_backbone import PACKED_KEYS, BackboneLayout
 from store_node.config import StoreConfig, StorePaths, TrainingLimits, read_config, write_config
 from store_node.gallery import Gallery
 from store_node.training.floor import round_refusal
@@ -37,6 +38,8 @@ from store_node.training.local import TrainingConfig, TrainingOutcome, train_sto
 MODEL = "mobilefacenet-ms1m-90a00ba1"
 MEMBERS = 5
 GLOBAL = {"conv.weight": torch.ones(4, 3), "bn.running_var": torch.full((4,), 0.5)}
+LAYOUT = BackboneLayout.of(GLOBAL)
+"""The ClientApp unpacks with this two-tensor layout here instead of MobileFaceNet's."""
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -101,10 +104,14 @@ def _round(store: Path, **changes: bool | int | float | None) -> Message:
             settings.pop(key, None)
         else:
             settings[key] = value
-    content = RecordDict({"arrays": ArrayRecord(GLOBAL), "config": ConfigRecord(settings)})
+    content = RecordDict(
+        {"arrays": ArrayRecord(LAYOUT.pack(GLOBAL)), "config": ConfigRecord(settings)}
+    )
     message = Message(content, dst_node_id=1, message_type="train")
     context = Context(1, 1, {client_app.STORE_DIR_KEY: str(store)}, RecordDict(), {})
-    return client_app.app(message, context)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(client_app, "backbone_layout", lambda: LAYOUT)
+        return client_app.app(message, context)
 
 
 def _assert_declined(reply: Message) -> None:
@@ -132,7 +139,7 @@ def test_a_round_within_the_limits_trains(store: Path, spy: TrainingSpy) -> None
     assert len(spy.calls) == 1 and spy.calls[0].seed == 1  # run seed 0 + server round 1
     metrics = reply.content.metric_records["metrics"]
     assert metrics["num-examples"] == 10 and metrics["declined"] == 0
-    assert list(reply.content.array_records["arrays"]) == list(GLOBAL)
+    assert list(reply.content.array_records["arrays"]) == list(PACKED_KEYS)
 
 
 @pytest.mark.parametrize(
@@ -195,7 +202,7 @@ def test_a_store_requiring_clipping_declines_a_round_without_it(
     reply = _round(store, **{KEY_CLIPPING_NORM: 0.05})  # clipped by the mod, then sent
     assert not reply.has_error(), reply.error
     assert len(spy.calls) == 1
-    sent = reply.content.array_records["arrays"].to_torch_state_dict()
+    sent = LAYOUT.unpack(reply.content.array_records["arrays"].to_torch_state_dict())
     update = torch.cat([(sent[k] - GLOBAL[k]).ravel() for k in GLOBAL])
     assert float(update.norm()) == pytest.approx(0.05, rel=1e-4)
 

@@ -31,7 +31,10 @@ from test_federated_round import (  # noqa: F401 (fixtures, used by name)
 from coordinator.model_versions import load_model_version
 from coordinator.privacy_accountant import privacy_spent
 from coordinator.store_influence import STATISTICS_SUFFIXES
+from loyalnet.packed_backbone import BackboneLayout
 from store_node.config import StorePaths, read_config, write_config
+from store_node.face.mobilefacenet import MobileFaceNet
+from store_node.training.backbone import backbone_state
 
 Arrays = dict[str, NDArray[np.float64]]
 
@@ -112,7 +115,9 @@ def test_private_rounds_clip_add_noise_and_report_epsilon(
 
 
 def _float64(record: ArrayRecord) -> Arrays:
-    return {key: np.asarray(array.numpy(), dtype=np.float64) for key, array in record.items()}
+    """The backbone a packed record holds, by tensor name, in float64."""
+    state = BackboneLayout.of(backbone_state(MobileFaceNet())).unpack(record.to_torch_state_dict())
+    return {key: value.numpy().astype(np.float64) for key, value in state.items()}
 
 
 def _norm(arrays: Arrays) -> float:

@@ -35,6 +35,7 @@ from coordinator.privacy_accountant import privacy_spent
 from coordinator.run_config import FederationSettings, default_run_config
 from coordinator.store_privacy import STORE_WEIGHT_KEY, StorePrivacy
 from coordinator.strategy import WEIGHT_KEY, StoreRounds, build_strategy
+from loyalnet.packed_backbone import PACKED_KEYS, BackboneLayout
 from store_node.client_app import _backbone_record, clip_when_asked, declining_reply
 
 Arrays = dict[str, NDArray[np.float32]]
@@ -293,7 +294,13 @@ def test_a_clipping_error_answers_the_coordinators_message() -> None:
     assert reply.metadata.reply_to_message_id == "round-1-store-1"
 
 
-def test_the_store_sends_its_tensors_in_the_received_order() -> None:
-    received = _record(_global_arrays())
-    trained = {key: torch.zeros(1) for key in reversed(list(received))}
-    assert list(_backbone_record(trained, received)) == list(received)
+def test_the_store_sends_its_packed_arrays_in_the_order_they_came() -> None:
+    """Flower's fixedclipping_mod pairs a reply's arrays with the received ones in order."""
+    state = {
+        "b.weight": torch.ones(2),
+        "a.running_var": torch.ones(3),
+        "a.running_mean": torch.zeros(3),
+    }
+    layout = BackboneLayout.of(state)
+    trained = dict(reversed(list(state.items())))
+    assert list(_backbone_record(trained, layout)) == list(PACKED_KEYS)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from coordinator.initial_model import pretrained_backbone
 from coordinator.privacy_accountant import privacy_spent
+from loyalnet.packed_backbone import BackboneLayout
 from simulations.experiment import load_experiment
 from simulations.results import FINAL_METRICS
 
@@ -135,7 +136,8 @@ def test_costs_and_privacy_are_accounted_per_strategy(
     move nothing over the network; only the DP run spends epsilon, as the accountant says."""
     experiment = load_experiment(experiment_file)
     stores = len(experiment.store_conditions())
-    model_bytes = ArrayRecord(pretrained_backbone()).count_bytes()
+    pretrained = pretrained_backbone()
+    model_bytes = ArrayRecord(BackboneLayout.of(pretrained).pack(pretrained)).count_bytes()
     final = {name: s["final"] for name, s in results["strategies"].items()}
     for name in ("fedavg", "fedprox", "fedavg-dp"):
         assert final[name]["bytes_per_round"] == 2 * stores * model_bytes, name

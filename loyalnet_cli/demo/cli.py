@@ -177,7 +177,8 @@ def _show(summary: dict[str, object]) -> None:
     out.print(
         f"each store sent {sent / 1e6:.2f} MB per round (the backbone is "
         f"{int(str(summary['model_bytes'])) / 1e6:.2f} MB of float32); "
-        f"{summary['seconds_per_round']} s per round; epsilon: {summary['epsilon'] or 'no DP'}"
+        f"{summary['seconds_per_round']} s per round, of which the slowest store trained "
+        f"{summary['training_seconds_per_round']} s; epsilon: {summary['epsilon'] or 'no DP'}"
     )
     out.print(
         f"global model: v{summary['model_version']} (training run {summary['run_id']}); "

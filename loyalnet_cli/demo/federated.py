@@ -148,6 +148,8 @@ def summary_json(
     """The demo's result as plain JSON values (the ``--json`` output)."""
     rounds = manifest["rounds"]
     seconds = [float(metrics.get("round-seconds", 0.0)) for metrics in rounds.values()]
+    # The slowest store's local training: what a round cannot be faster than.
+    training = [float(metrics.get("train-seconds", 0.0)) for metrics in rounds.values()]
     epsilon = [metrics["epsilon"] for metrics in rounds.values() if "epsilon" in metrics]
     stores: dict[str, Any] = {}
     for report in reports:
@@ -172,6 +174,7 @@ def summary_json(
         "bytes_sent_per_store_per_round": round(outcome.inbound_bytes / store_rounds),
         "model_bytes": int(manifest["values"]) * 4,
         "seconds_per_round": round(sum(seconds) / max(1, len(seconds)), 1),
+        "training_seconds_per_round": round(sum(training) / max(1, len(training)), 1),
         "run_seconds": round(outcome.elapsed_seconds, 1),
         "epsilon": epsilon[-1] if epsilon else None,
         "model_version": version,

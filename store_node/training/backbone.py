@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from loyalnet.model_digest import state_digest as canonical_state_digest
+from loyalnet.packed_backbone import BackboneLayout
 from store_node.face.mobilefacenet import MobileFaceNet
 from store_node.training.model_check import check_backbone
 
@@ -49,6 +50,11 @@ def backbone_state(model: MobileFaceNet) -> dict[str, torch.Tensor]:
         for key, value in model.state_dict().items()
         if not key.endswith(_COUNTER_SUFFIX)
     }
+
+
+def backbone_layout() -> BackboneLayout:
+    """Where each tensor of this store's backbone sits in the packed arrays on the wire."""
+    return BackboneLayout.of(backbone_state(MobileFaceNet()))
 
 
 def backbone_keys() -> tuple[str, ...]:
