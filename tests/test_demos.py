@@ -74,7 +74,10 @@ def test_federated_demo_keeps_its_chain_running_until_interrupted(tmp_path: Path
             assert row["members"] >= 5
             assert 0.0 <= row["rank1_before"] <= 1.0 and 0.0 <= row["rank1_after"] <= 1.0
         assert summary["rounds"] == 1
-        assert summary["bytes_sent_per_store_per_round"] > summary["model_bytes"]
+        # About the backbone once: frozen BatchNorm statistics come back unchanged, and Flower
+        # does not send back an object the SuperLink already holds.
+        sent = summary["bytes_sent_per_store_per_round"]
+        assert 0.9 * summary["model_bytes"] < sent < 1.2 * summary["model_bytes"]
         assert 0 < summary["training_seconds_per_round"] < summary["seconds_per_round"]
         assert summary["epsilon"] is None
 
