@@ -2,11 +2,13 @@
 
 A SuperNode runs one per store, started with ``--node-config 'store-dir="/path/to/store"'``.
 Each training message from the coordinator carries the global backbone (``"arrays"``, an
-ArrayRecord) and the round's settings (``"config"``, a ConfigRecord holding the
-:class:`TrainingConfig` fields in kebab case, plus FedProx's ``proximal-mu``). The reply holds:
+ArrayRecord of the three flat arrays of ``loyalnet.packed_backbone``, unpacked here with the
+store's own architecture's names and shapes) and the round's settings (``"config"``, a
+ConfigRecord holding the :class:`TrainingConfig` fields in kebab case, plus FedProx's
+``proximal-mu``). The reply holds:
 
-- ``"arrays"``: the trained backbone, exactly ``backbone_state``'s keys and shapes, nothing per
-  member (the CosFace class rows stay sealed in the store's gallery);
+- ``"arrays"``: the trained backbone packed the same way, exactly ``backbone_state``'s tensors,
+  nothing per member (the CosFace class rows stay sealed in the store's gallery);
 - ``"metrics"``: numbers about the round as a whole, see :func:`reply_metrics`. Never a member
   id, name or per-member value.
 
