@@ -64,8 +64,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 from numpy.typing import NDArray
 
-STATISTICS_SUFFIXES = (".running_mean", ".running_var")
-"""The arrays that are BatchNorm running statistics, not parameters."""
+from loyalnet.model_arrays import STATISTICS_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ import math
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 
+from loyalnet.model_arrays import RUNNING_VARIANCE_SUFFIX
+
 EXAMPLES_KEY = "num-examples"
 """The reply metric FedAvg weights by: the crops the store trained on."""
 DECLINED_KEY = "declined"
@@ -70,7 +72,6 @@ ROUND_METRICS = (
 )
 """The metrics a trained reply is reduced to (:func:`coordinator.strategy.aggregate_round_metrics`
 reads these)."""
-VARIANCE_SUFFIX = ".running_var"
 MAX_EXAMPLES = 2**53
 """The largest ``num-examples`` a reply may report (see check 4 of the module docstring)."""
 
@@ -145,7 +146,7 @@ def _arrays_rejection(arrays: ArrayRecord, global_arrays: ArrayRecord) -> str | 
             return f"array {key} holds {values.dtype} {values.shape}, not what it declares"
         if not np.isfinite(values).all():
             return f"array {key} holds NaN or infinity"
-        if key.endswith(VARIANCE_SUFFIX) and bool((values < 0).any()):
+        if key.endswith(RUNNING_VARIANCE_SUFFIX) and bool((values < 0).any()):
             return f"array {key} holds a negative variance"
     return None
 

@@ -17,6 +17,12 @@ from collections.abc import Mapping
 import torch
 
 COUNTER_SUFFIX = "num_batches_tracked"
+RUNNING_MEAN_SUFFIX = ".running_mean"
+RUNNING_VARIANCE_SUFFIX = ".running_var"
+STATISTICS_SUFFIXES = (RUNNING_MEAN_SUFFIX, RUNNING_VARIANCE_SUFFIX)
+"""What ends the name of a BatchNorm running statistic, as against a learnable parameter: the
+coordinator bounds and freezes statistics apart from parameters, and refuses a variance below 0.
+"""
 
 
 def is_sent_key(key: str) -> bool:

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import torch
 
 from loyalnet.errors import LoyalnetError
-from loyalnet.model_arrays import is_sent_key
+from loyalnet.model_arrays import RUNNING_MEAN_SUFFIX, RUNNING_VARIANCE_SUFFIX, is_sent_key
 
 PARAMETERS = "backbone.parameters"
-RUNNING_MEANS = "backbone.running_mean"
-RUNNING_VARIANCES = "backbone.running_var"
+RUNNING_MEANS = "backbone" + RUNNING_MEAN_SUFFIX
+RUNNING_VARIANCES = "backbone" + RUNNING_VARIANCE_SUFFIX
 PACKED_KEYS = (PARAMETERS, RUNNING_MEANS, RUNNING_VARIANCES)
 """The arrays of a packed backbone, in the order they are sent."""
 
@@ -41,9 +41,9 @@ class PackedBackboneError(LoyalnetError):
 
 
 def _group(name: str) -> str:
-    if name.endswith(".running_mean"):
+    if name.endswith(RUNNING_MEAN_SUFFIX):
         return RUNNING_MEANS
-    if name.endswith(".running_var"):
+    if name.endswith(RUNNING_VARIANCE_SUFFIX):
         return RUNNING_VARIANCES
     return PARAMETERS
 

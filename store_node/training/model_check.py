@@ -24,11 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from loyalnet.model_arrays import is_sent_key
+from loyalnet.model_arrays import RUNNING_VARIANCE_SUFFIX, is_sent_key
 from store_node.face.mobilefacenet import MobileFaceNet
 from store_node.training.errors import TrainingError
-
-_RUNNING_VARIANCE_SUFFIX = "running_var"
 
 
 class ModelCheckError(TrainingError):
@@ -108,7 +106,7 @@ def check_backbone(state: Mapping[str, torch.Tensor]) -> None:
                 f"received model tensor {array.name} holds NaN or infinity; the model diverged "
                 "or was altered, so do not use it: restart from the last good model version."
             )
-        if array.name.endswith(_RUNNING_VARIANCE_SUFFIX) and bool((values < 0).any()):
+        if array.name.endswith(RUNNING_VARIANCE_SUFFIX) and bool((values < 0).any()):
             raise ModelCheckError(
                 f"received model tensor {array.name} holds a negative BatchNorm running "
                 "variance, which no training produces; the model was altered, so do not use it."
