@@ -125,9 +125,11 @@ def run_federated_demo(
             f"re-calibrates on {options.calibration_people} strangers"
         )
         chain.roll_out(version, names, options.rollout_timeout_seconds)
+        # Every store now recognises with v{version}: one pipeline serves to measure them all.
+        adopted = recognition_pipeline(reports[0].folder, threads=threads)
         for report in reports:
             step(f"{report.store.name}: measuring recognition with model v{version}")
-            report.after = _score(report, recognition_pipeline(report.folder, threads=threads))
+            report.after = _score(report, adopted)
         saved = [v for v in list_model_versions(chain.home.models_dir) if v.version == version]
         if not saved:
             raise LoyalnetError(f"model v{version} is not in {chain.home.models_dir}.")
