@@ -12,6 +12,12 @@ model under test:
   :func:`store_node.bench.verification.tar_at_far`); FNIR is then the fraction of member photos
   that are not both matched to the right member and above t. A stranger photo without a face
   can never be accepted.
+- **FPIR and FNIR at the store's own threshold** (per store): the threshold a real store would
+  decide with for the target FPIR (:func:`store_node.threshold.operating_threshold`: the
+  stricter of the reference, from ``calibration_people`` strangers on clean photos embedded with
+  the model under test, and the store's own members searched against each other). FPIR is the
+  share of the store's strangers accepted there, FNIR the share of member photos not matched to
+  the right member there: what the store promises against what it delivers.
 - **TAR at FAR** (per held-out condition): every pair of photos of the held-out people (no store
   trained on them) under that condition; genuine pairs show the same person.
 - **LFW accuracy**: the View 2 10-fold protocol on the pairs in the experiment's folds that show
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -32,6 +38,8 @@ from simulations.results import StoreMetrics
 from store_node.bench.verification import accuracy_at, best_threshold, kfold_accuracy, tar_at_far
 from store_node.face.embedder import FaceEmbedder
 from store_node.face.weights import EmbedderBackend, prepare_embedder
+from store_node.gallery import ImpostorScores, impostor_scores_from_embeddings
+from store_node.threshold import operating_threshold
 from store_node.training.backbone import load_backbone
 
 Embed = Callable[[NDArray[np.uint8]], NDArray[np.float32]]
@@ -97,6 +105,7 @@ class EvaluationSet:
     lfw_crops: NDArray[np.uint8]
     lfw: LfwPairs
     fpir: float
+    calibration: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def store(self, store_id: str) -> StoreTestSet:
         """The test set of ``store_id``."""
@@ -152,6 +161,7 @@ def score_model(
         np.concatenate(
             [np.concatenate([t.gallery, t.probes, t.strangers]) for t in chosen]
             + [v.crops for v in verification]
+            + [evaluation.calibration if chosen else np.zeros(0, dtype=np.int64)]
             + [np.zeros(0, dtype=np.int64)]
         )
     )
@@ -159,13 +169,31 @@ def score_model(
     vectors = np.zeros((evaluation.crops.shape[0], 128), dtype=np.float32)
     if needed.size:
         vectors[needed] = embed(evaluation.crops[needed])
-    store_metrics = {t.store_id: _store_metrics(vectors, t, evaluation.fpir) for t in chosen}
+    reference = _reference(vectors, evaluation) if chosen else None
+    store_metrics = {
+        t.store_id: _store_metrics(vectors, t, evaluation.fpir, reference) for t in chosen
+    }
     tar = {v.condition: _tar(vectors, v) for v in verification}
     accuracy = _lfw_accuracy(embed, evaluation) if lfw and len(evaluation.lfw) else None
     return ModelScore(store_metrics, tar, accuracy)
 
 
-def _store_metrics(vectors: NDArray[np.float32], test: StoreTestSet, fpir: float) -> StoreMetrics:
+def _reference(vectors: NDArray[np.float32], evaluation: EvaluationSet) -> ImpostorScores | None:
+    """Impostor scores of the calibration people under the model under test, if there are two."""
+    if evaluation.calibration.size < 2:
+        return None
+    people = [str(i) for i in range(evaluation.calibration.size)]
+    return impostor_scores_from_embeddings(
+        vectors[evaluation.calibration], people, "simulation", "calibration people"
+    )
+
+
+def _store_metrics(
+    vectors: NDArray[np.float32],
+    test: StoreTestSet,
+    fpir: float,
+    reference: ImpostorScores | None,
+) -> StoreMetrics:
     best_probe, best_member = _search(vectors, test, test.probes)
     best_stranger, _ = _search(vectors, test, test.strangers)
     right = best_member == test.probe_labels
@@ -173,9 +201,26 @@ def _store_metrics(vectors: NDArray[np.float32], test: StoreTestSet, fpir: float
     allowed = int(np.floor(fpir * ordered.size + 1e-9))
     threshold = ordered[allowed] if allowed < ordered.size else -np.inf
     hits = right & (best_probe > threshold)
-    return StoreMetrics(
+    metrics = StoreMetrics(
         rank1=float(np.mean(right)) if right.size else 0.0,
         fnir_at_fpir=float(1.0 - np.mean(hits)) if hits.size else 1.0,
+    )
+    if reference is None or test.gallery.size == 0:
+        return metrics
+    # Zero-padded labels keep the store's owners sorted as the gallery sorts member ids.
+    owners = [f"{label:06d}" for label in test.gallery_labels]
+    operating = operating_threshold(reference, vectors[test.gallery], owners, fpir)
+    found = right & (best_probe > operating.value)
+    found_before = right & (best_probe > operating.reference.value)
+    return replace(
+        metrics,
+        operating_threshold=operating.value,
+        threshold_set_by=operating.governed_by,
+        fpir_measured=float(np.mean(best_stranger > operating.value))
+        if best_stranger.size
+        else 0.0,
+        fnir_at_operating=float(1.0 - np.mean(found)) if found.size else 1.0,
+        fnir_at_reference=float(1.0 - np.mean(found_before)) if found.size else 1.0,
     )
 
 

@@ -56,6 +56,7 @@ heldout_images = 6            # photos per held-out person per condition, >= 2
 lfw_folds = 10                # LFW View 2 folds for lfw_accuracy, 1..10
 lfw_every_round = false       # false: LFW accuracy at round 0 and the final round only
 fpir = 0.01                   # false positive identification rate of the open-set threshold, (0, 1)
+calibration_people = 500      # strangers on clean photos behind each store's own threshold, >= 2
 ```
 
 :func:`load_experiment` reads and checks a file; every mistake (a misspelt key, a value of the
@@ -220,7 +221,10 @@ class EvaluationSpec:
         lfw_every_round: measure LFW accuracy after every round; False measures it at round 0
             and the final round only (it is the slowest measurement).
         fpir: the false positive identification rate (fraction of stranger photos matched to
-            a member) that fixes each store's open-set threshold, in (0, 1).
+            a member) that fixes each store's open-set threshold, in (0, 1); also the target
+            of each store's own operating threshold (``store_node.threshold``).
+        calibration_people: LFW people seen by no store, one clean photo each, whose impostor
+            scores are the reference part of each store's operating threshold, >= 2.
     """
 
     heldout_lfw_people: int = 40
@@ -228,6 +232,7 @@ class EvaluationSpec:
     lfw_folds: int = 10
     lfw_every_round: bool = False
     fpir: float = 0.01
+    calibration_people: int = 500
 
 
 @dataclass(frozen=True)
@@ -454,6 +459,7 @@ _EVALUATION_RULES: dict[str, _Range] = {
     "heldout_images": _Range(2),
     "lfw_folds": _Range(1, 10),
     "fpir": _Range(0, 1, low_open=True, high_open=True),
+    "calibration_people": _Range(2),
 }
 
 

@@ -113,11 +113,16 @@ class Population:
         heldout: one per hard condition, in ``experiment.hard_conditions()`` order.
         trained_people: plain LFW names of every LFW member, to drop from the LFW View 2 pairs
             so that ``lfw_accuracy`` is measured on people no store trained on.
+        calibration: one clean photo each of ``evaluation.calibration_people`` LFW people who
+            are no member, no held-out person and no store's stranger: the reference impostor
+            scores of each store's operating threshold, as the shipped LFW singles are a real
+            store's.
     """
 
     stores: tuple[SimStore, ...]
     heldout: tuple[HeldOutSet, ...]
     trained_people: frozenset[str]
+    calibration: tuple[Path, ...] = ()
 
     def describe(self) -> list[dict[str, Any]]:
         """Per store, for reports: id, condition, source and counts of members, enrolment
@@ -248,10 +253,22 @@ def draw_population(experiment: Experiment, home: Path | None = None) -> Populat
             }
         heldout.append(HeldOutSet(condition=condition, people=people))
 
+    # Calibration people come from the far end of the walk-ins, so adding them moves no
+    # store's strangers.
+    calibration_count = experiment.evaluation.calibration_people
+    strangers_used = len(lfw_slots) * spec.strangers_per_store
+    if strangers_used + calibration_count > len(walk_ins):
+        raise ExperimentError(
+            f"{where}: {strangers_used} LFW strangers and evaluation.calibration_people "
+            f"({calibration_count}) need {strangers_used + calibration_count} LFW people with "
+            f"fewer than {MIN_PHOTOS} photos, but there are {len(walk_ins)}; lower one of them."
+        )
+    calibration = tuple(everyone[name][0] for name in walk_ins[len(walk_ins) - calibration_count :])
     return Population(
         stores=tuple(stores),
         heldout=tuple(heldout),
         trained_people=frozenset(lfw_members),
+        calibration=calibration,
     )
 
 

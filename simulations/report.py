@@ -61,6 +61,7 @@ def render_report(results: SimulationResults) -> str:
         _gain_section(results),
         _condition_table(results),
         _store_table(results),
+        _operating_table(results),
         _footer(results),
     ]
     return "\n\n".join(part for part in parts if part) + "\n"
@@ -292,6 +293,46 @@ def _store_table(results: SimulationResults) -> str:
             "## Rank-1 per store",
             "",
             ("Stores: " + "; ".join(described) + ".") if described else "Stores: none listed.",
+            "",
+            _table(["strategy", *stores], rows),
+        ]
+    )
+
+
+def _operating_table(results: SimulationResults) -> str:
+    """Per store: FPIR measured at the store's own threshold against the target, and FNIR."""
+    stores = _store_ids(results)
+    target = results.settings.get("evaluation", {}).get("fpir")
+    rows = []
+    for name, strategy in results.strategies.items():
+        final = strategy.rounds[-1].stores if strategy.rounds else {}
+        cells = []
+        for store in stores:
+            metrics = final.get(store)
+            if metrics is None or metrics.fpir_measured is None:
+                cells.append(MISSING)
+                continue
+            own = "*" if metrics.threshold_set_by == "own camera" else ""
+            extra = ""
+            if metrics.fnir_at_reference is not None and metrics.fnir_at_operating is not None:
+                extra = f" ({100 * (metrics.fnir_at_operating - metrics.fnir_at_reference):+.1f})"
+            cells.append(
+                f"{metrics.fpir_measured:.3f} / {_rate(metrics.fnir_at_operating)}{extra}{own}"
+            )
+        rows.append([name, *cells])
+    if all(cell == MISSING for row in rows for cell in row[1:]):
+        return ""
+    goal = f" (target {target:g})" if isinstance(target, float) else ""
+    return "\n".join(
+        [
+            "## FPIR and FNIR at each store's own threshold",
+            "",
+            f"Each cell: the share of the store's strangers accepted{goal} / the share of its "
+            "members' photos not matched to the right member, at the threshold the store itself "
+            "decides with (`store_node.threshold`); in brackets, the points of FNIR that "
+            "threshold costs against the reference threshold alone. `*`: the store's own "
+            "members, seen through its camera, set the threshold; otherwise the reference "
+            "strangers on clean photos did.",
             "",
             _table(["strategy", *stores], rows),
         ]

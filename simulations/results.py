@@ -42,10 +42,23 @@ class StoreMetrics:
         rank1: fraction of held-out member photos whose best gallery match is the right member.
         fnir_at_fpir_1e-2: at the threshold where 1% of stranger photos match someone, the
             fraction of member photos not matched to the right member (missed or wrong).
+        operating_threshold: the threshold the store itself would decide with for the
+            experiment's target FPIR (``store_node.threshold``); None when not measured.
+        threshold_set_by: which sample set it: "reference" or "own camera".
+        fpir_measured: the share of the store's strangers accepted at that threshold.
+        fnir_at_operating: the share of member photos not matched to the right member there.
+        fnir_at_reference: the same at the reference threshold alone (clean-photo strangers),
+            the threshold stores used before their own camera counted: the FNIR the own
+            threshold costs is the difference.
     """
 
     rank1: float
     fnir_at_fpir: float
+    operating_threshold: float | None = None
+    threshold_set_by: str = ""
+    fpir_measured: float | None = None
+    fnir_at_operating: float | None = None
+    fnir_at_reference: float | None = None
 
 
 @dataclass(frozen=True)

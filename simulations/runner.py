@@ -244,6 +244,7 @@ def _store_shots(population: Population) -> list[Shot]:
     for heldout in population.heldout:
         for photos in heldout.people.values():
             shots += [Shot(path, heldout.condition) for path in photos]
+    shots += [Shot(path, "clean") for path in population.calibration]
     return shots
 
 
@@ -328,6 +329,7 @@ def _evaluation_set(
                 group.condition, np.array(seen, dtype=np.int64), np.array(people, dtype=np.int64)
             )
         )
+    calibration = [index.of(Shot(path, "clean")) for path in population.calibration]
     lfw_crops, lfw = _lfw_crops(book, pairs)
     return EvaluationSet(
         crops=index.array(),
@@ -336,6 +338,7 @@ def _evaluation_set(
         lfw_crops=lfw_crops,
         lfw=lfw,
         fpir=experiment.evaluation.fpir,
+        calibration=np.array([c for c in calibration if c != NO_FACE], dtype=np.int64),
     )
 
 

@@ -35,6 +35,7 @@ from store_node.sync import AgentSettings
 from store_node.threshold import (
     DEFAULT_CALIBRATION_PEOPLE,
     calibration_people,
+    calibration_report,
     decision_threshold,
     measure_impostor_scores,
     people_from_folder,
@@ -521,23 +522,44 @@ def calibrate(
         if fpir is not None:
             write_config(paths, config)
         threshold = decision_threshold(gallery, pipeline.model_version, config.target_fpir)
-    summary = {
-        "model_version": scores.model_version,
-        "source": source,
-        "target_fpir": config.target_fpir,
-        "templates": threshold.comparisons,
-        "threshold": round(threshold.value, 4),
-        "far_per_comparison": threshold.far_per_comparison,
-        "reliable": threshold.reliable,
-    }
+    summary = {"source": source, **calibration_report(threshold, scores)}
     if as_json:
         print(json.dumps(summary))
         return
+    _print_calibration(summary)
+
+
+def _print_calibration(summary: dict[str, Any]) -> None:
+    expected = summary["expected_fpir"]
+    low, high = expected["interval"]
     out.print(
-        f"threshold {threshold.value:.3f} for FPIR {config.target_fpir:g} "
-        f"(per-comparison FAR {threshold.far_per_comparison:.2g}, from {escape(source)})"
+        f"threshold {summary['threshold']:.3f} for target FPIR {summary['target_fpir']:g} "
+        f"({summary['members']} members, {summary['templates']} templates; set by the "
+        f"{summary['governed_by']} sample)"
     )
-    if not threshold.reliable:
+    out.print(
+        f"  expected FPIR {expected['estimate']:.2g}, {expected['confidence']:.0%} interval "
+        f"[{low:.2g}, {high:.2g}]"
+    )
+    for part in expected["rests_on"]:
+        out.print(
+            f"    {escape(part['source'])}: {part['above_threshold']} of "
+            f"{part['impostor_scores']:,} impostor scores above, searched against "
+            f"{part['searched_against']} {part['per']}(s): FPIR {part['fpir']:.2g} "
+            f"[{part['interval'][0]:.2g}, {part['interval'][1]:.2g}]"
+        )
+    if summary["fnir"] is not None:
+        out.print(
+            f"  FNIR on the members' own enrolment photos (leave one out): "
+            f"{summary['fnir']['rate']:.1%} of {summary['fnir']['searches']} searches"
+        )
+    if not expected["shown_at_target"]:
+        out.print(
+            "[yellow]the store's own sample is too small to show an FPIR this low; the "
+            "threshold is its highest impostor score, and the interval says how sure that is. "
+            "It tightens as members enrol.[/]"
+        )
+    if not summary["reference"]["reliable"]:
         out.print("[yellow]too few impostor pairs for this FAR: calibrate with more people[/]")
 
 

@@ -250,6 +250,18 @@ def test_calibrate_on_a_folder_of_strangers(tmp_path: Path, orl_images: Path) ->
     assert calibrated["target_fpir"] == 0.01
     assert calibrated["reliable"] is True
     assert -1.0 < calibrated["threshold"] < 1.0
+    # An empty gallery has no members to be strangers to each other: the reference alone.
+    assert (calibrated["members"], calibrated["governed_by"], calibrated["fnir"]) == (
+        0,
+        "reference",
+        None,
+    )
+    expected = calibrated["expected_fpir"]
+    [reference] = expected["rests_on"]
+    assert reference["source"] == str(people)
+    assert reference["impostor_scores"] > 2500 and reference["per"] == "template"
+    low, high = expected["interval"]
+    assert low <= expected["estimate"] <= 0.01 <= high
     # The new calibration and target now set the identification threshold.
     after = json.loads(
         loyalnet(

@@ -73,6 +73,11 @@ def test_federated_demo_keeps_its_chain_running_until_interrupted(tmp_path: Path
         for row in stores.values():
             assert row["members"] >= 5
             assert 0.0 <= row["rank1_before"] <= 1.0 and 0.0 <= row["rank1_after"] <= 1.0
+            # Issue 13's promise: at most one stranger accepted anywhere, before and after.
+            assert row["strangers_accepted_before"] <= 1 and row["strangers_accepted_after"] <= 1
+            for moment in ("before", "after"):
+                low, high = row[f"fpir_interval_{moment}"]
+                assert low <= row[f"fpir_measured_{moment}"] <= high
         assert summary["rounds"] == 1
         # About the backbone once: frozen BatchNorm statistics come back unchanged, and Flower
         # does not send back an object the SuperLink already holds.

@@ -282,6 +282,35 @@ def test_a_stranger_without_a_face_is_never_accepted() -> None:
     assert metrics.fnir_at_fpir == pytest.approx(2 / 7)
 
 
+def test_each_store_is_measured_at_its_own_threshold() -> None:
+    """Store B at the threshold the store itself would use, worked out by hand at FPIR 0.2.
+
+    Reference: calibration people at 100, 160 and 300 deg give impostor scores cos60, cos140,
+    cos160; 4 templates allow 3 * (1 - 0.8 ** (1/4)) < 1 pair above, so it is the highest,
+    cos60 = 0.5. Own camera: B's members searched against each other (m0 at 0 and 90, m1 at
+    40, m2 at 200) give cos40 twice as the highest member-level scores; 8 scores and 3 members
+    allow none above, so it is cos40 = 0.766, stricter, and it governs. Strangers' best scores
+    cos10, cos20 and cos30 are above it (cos60 and the faceless one are not): FPIR 3/5. Probes:
+    205, 220, 235, 2 and 215 deg are found; 25 deg is given to m1, and one has no face: FNIR 2/7.
+    """
+    scene = build_scene(fpir=0.2)
+    calibration = [scene.model.add(unit(d)) for d in (100, 160, 300)]
+    evaluation = dataclasses.replace(
+        scene.evaluation,
+        crops=scene.model.crops(range(len(scene.model.table))),
+        calibration=ints(calibration),
+    )
+    metrics = score_model(scene.model, evaluation, lfw=False).stores["B"]
+    assert metrics.operating_threshold == pytest.approx(cosd(40), abs=1e-6)
+    assert metrics.threshold_set_by == "own camera"
+    assert metrics.fpir_measured == pytest.approx(3 / 5)
+    assert metrics.fnir_at_operating == pytest.approx(2 / 7)
+    # At the reference's cos60 the 25 deg probe is still given to m1: the same misses.
+    assert metrics.fnir_at_reference == pytest.approx(2 / 7)
+    # Without calibration people the store's own threshold is not measured.
+    assert score_model(scene.model, scene.evaluation, lfw=False).stores["B"].fpir_measured is None
+
+
 def test_stores_restricts_the_stores_scored() -> None:
     """A local-only model is judged on its own store: B's numbers, and no A crop embedded."""
     scene = build_scene()

@@ -172,6 +172,28 @@ def test_strangers(population: Population) -> None:
             yale_strangers |= set(store.strangers)
 
 
+def test_calibration_people_are_nobody_else(population: Population, shared: Path) -> None:
+    people = [_person_of(p) for p in population.calibration]
+    assert len(people) == len(set(people)) == EvaluationSpec().calibration_people
+    assert all(p.suffix == ".jpg" for p in population.calibration)  # LFW, one photo each
+    everyone_else = {_person_of(p) for s in population.stores for p in s.strangers}
+    everyone_else |= {m.person.split(":", 1)[1] for s in population.stores for m in s.members}
+    everyone_else |= {p.split(":", 1)[1] for h in population.heldout for p in h.people}
+    assert not everyone_else & set(people)
+    # Taken from the far end of the walk-ins: asking for more moves no store's strangers.
+    more = _experiment(evaluation=replace(population_spec(), calibration_people=900))
+    again = draw_population(more, shared)
+    assert [s.strangers for s in again.stores] == [s.strangers for s in population.stores]
+    assert set(population.calibration) < set(again.calibration)
+    too_many = _experiment(evaluation=replace(population_spec(), calibration_people=5300))
+    with pytest.raises(ExperimentError, match="calibration_people"):
+        draw_population(too_many, shared)
+
+
+def population_spec() -> EvaluationSpec:
+    return _experiment().evaluation
+
+
 def test_heldout_sets(population: Population) -> None:
     assert [h.condition for h in population.heldout] == ["yale", "low_light", "grayscale"]
     yale, low_light, grayscale = population.heldout

@@ -158,6 +158,7 @@ def _show(summary: dict[str, object]) -> None:
         "rank-1 before",
         "rank-1 after",
         "strangers accepted",
+        "FPIR measured (target)",
     ):
         table.add_column(column, justify="left" if column in {"store", "camera"} else "right")
     for name, row in stores.items():
@@ -171,6 +172,8 @@ def _show(summary: dict[str, object]) -> None:
             f"[{colour}]{row['rank1_after']:.3f}[/]",
             f"{row['strangers_accepted_before']} -> {row['strangers_accepted_after']}"
             f" of {row['strangers']}",
+            f"{row['fpir_measured_before']:.1%} -> {row['fpir_measured_after']:.1%}"
+            f" ({row['target_fpir']:g})",
         )
     out.print(table)
     sent = int(str(summary["bytes_sent_per_store_per_round"]))

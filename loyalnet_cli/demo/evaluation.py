@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from loyalnet_cli.demo.stores import DemoStore
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery
+from store_node.gallery.open_set import binomial_interval
 from store_node.identification import identify_photos
+from store_node.threshold import OperatingThreshold
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class StoreScore:
         strangers_accepted: stranger photos wrongly identified as some member.
         strangers: stranger photos tried.
         threshold: cosine similarity threshold used.
+        threshold_set_by: "reference" or "own camera" (``store_node.threshold``).
+        target_fpir: the FPIR the store promises at ``threshold``.
     """
 
     rank1: float
@@ -28,24 +32,41 @@ class StoreScore:
     strangers_accepted: int
     strangers: int
     threshold: float
+    threshold_set_by: str
+    target_fpir: float
+
+    @property
+    def fpir(self) -> float:
+        """Measured FPIR: the share of strangers wrongly identified as some member."""
+        return self.strangers_accepted / self.strangers if self.strangers else 0.0
+
+    def fpir_interval(self) -> tuple[float, float]:
+        """The 95% (Clopper-Pearson) interval of the measured FPIR: what so few strangers show."""
+        return binomial_interval(self.strangers_accepted, max(1, self.strangers))
 
 
 def score_store(
-    store: DemoStore, gallery: Gallery, pipeline: FacePipeline, threshold: float
+    store: DemoStore, gallery: Gallery, pipeline: FacePipeline, threshold: OperatingThreshold
 ) -> StoreScore:
     """Identify every probe and stranger photo of ``store`` against ``gallery``."""
     correct = probes = 0
     for member in store.members:
-        for result in identify_photos(gallery, pipeline, member.probes, threshold, all_faces=False):
+        for result in identify_photos(
+            gallery, pipeline, member.probes, threshold.value, all_faces=False
+        ):
             probes += 1
             correct += bool(result.faces) and result.faces[0].match.member_id == member.member_id
     accepted = 0
-    for result in identify_photos(gallery, pipeline, store.strangers, threshold, all_faces=False):
+    for result in identify_photos(
+        gallery, pipeline, store.strangers, threshold.value, all_faces=False
+    ):
         accepted += bool(result.faces) and result.faces[0].match.member_id is not None
     return StoreScore(
         rank1=correct / probes if probes else 0.0,
         probes=probes,
         strangers_accepted=accepted,
         strangers=len(store.strangers),
-        threshold=threshold,
+        threshold=threshold.value,
+        threshold_set_by=threshold.governed_by,
+        target_fpir=threshold.target_fpir,
     )

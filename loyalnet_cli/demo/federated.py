@@ -165,8 +165,16 @@ def summary_json(
             "strangers_accepted_before": report.before.strangers_accepted,
             "strangers_accepted_after": report.after.strangers_accepted,
             "probes": report.before.probes,
+            "target_fpir": report.before.target_fpir,
+            "fpir_measured_before": round(report.before.fpir, 4),
+            "fpir_measured_after": round(report.after.fpir, 4),
+            # 40 strangers cannot show 0.1%: the interval's upper end says how little they can.
+            "fpir_interval_before": [round(v, 4) for v in report.before.fpir_interval()],
+            "fpir_interval_after": [round(v, 4) for v in report.after.fpir_interval()],
             "threshold_before": round(report.before.threshold, 4),
             "threshold_after": round(report.after.threshold, 4),
+            "threshold_set_by_before": report.before.threshold_set_by,
+            "threshold_set_by_after": report.after.threshold_set_by,
         }
     store_rounds = max(1, len(reports) * len(rounds))
     return {
@@ -208,7 +216,7 @@ def _score(report: StoreReport, pipeline: FacePipeline) -> StoreScore:
     config = read_config(StorePaths(report.folder))
     with _gallery(report.folder) as gallery:
         threshold = decision_threshold(gallery, pipeline.model_version, config.target_fpir)
-        return score_store(report.store, gallery, pipeline, threshold.value)
+        return score_store(report.store, gallery, pipeline, threshold)
 
 
 @contextmanager

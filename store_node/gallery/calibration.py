@@ -136,6 +136,21 @@ class ImpostorScores:
         index = int(np.searchsorted(self.ranks, rank, side="right")) - 1
         return float(self.scores[index])
 
+    def count_above(self, threshold: float) -> int:
+        """How many impostor scores are strictly above ``threshold``.
+
+        Exact within the table's exact tail (the highest ``TAIL_RANKS`` scores); beyond it, the
+        largest count the table allows, so a rate estimated from it never errs low.
+        """
+        above = int(np.count_nonzero(self.scores > threshold))
+        if above == 0:
+            return 0
+        if above == self.scores.size:
+            return self.pairs
+        # scores[above] is the first table entry at or below the threshold: every score of a
+        # rank before it may still be above.
+        return int(self.ranks[above]) - 1
+
     def to_json(self) -> str:
         """The table as JSON (scores in shortest float32 form)."""
         return json.dumps(

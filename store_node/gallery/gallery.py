@@ -561,6 +561,16 @@ class Gallery:
             matches.append(Match(member, candidate, similarity, threshold))
         return matches
 
+    def searchable_templates(
+        self, model_version: str, now: datetime | None = None
+    ) -> tuple[list[str], NDArray[np.float32]]:
+        """The templates :meth:`identify` searches at ``now``: owners (sorted) and (N, 128).
+
+        For the store's own calibration (``store_node.gallery.open_set``); they stay in memory.
+        """
+        model_version = check_label(model_version, "the model version")
+        return self._open_templates(model_version, resolve_now(now))
+
     def template_count(self, model_version: str, now: datetime | None = None) -> int:
         """How many templates one probe of ``model_version`` is compared with at ``now``.
 
