@@ -493,8 +493,12 @@ def calibrate(
 ) -> None:
     """Measure impostor scores of the current model and set the threshold from the target FPIR.
 
-    Every pair of different people gives one impostor score; the threshold is the score that
-    strangers exceed with probability FPIR when searched against this gallery's templates.
+    Every pair of different people gives one impostor score; the reference threshold is the
+    score that strangers exceed with probability FPIR when searched against this gallery's
+    templates. The store decides with the stricter of that and its own: its members searched
+    against each other, as seen through its own camera. Printed: the threshold, the FPIR each
+    sample expects there with a 95% interval and how many scores it rests on, and the FNIR on
+    the members' own enrolment photos. The threshold follows enrolments and erasures by itself.
     """
     with _opened(store) as (paths, config, gallery):
         if fpir is not None:

@@ -161,6 +161,13 @@ def test_stores_and_held_out_people_are_recorded(
     last = results["strategies"]["fedavg"]["rounds"][-1]
     assert set(last["stores"]) == {s["store"] for s in results["stores"]}
     assert set(last["tar"]) == set(experiment.hard_conditions())
+    # Every store is also measured at the threshold it would itself decide with.
+    for metrics in last["stores"].values():
+        assert metrics["threshold_set_by"] in ("reference", "own camera")
+        for key in ("fpir_measured", "fnir_at_operating", "fnir_at_reference"):
+            assert 0.0 <= metrics[key] <= 1.0, (key, metrics)
+        # Galleries this small leave the reference reliable: the store takes the stricter one.
+        assert metrics["fnir_at_operating"] >= metrics["fnir_at_reference"]
 
 
 def test_report_table_and_plots_are_written(
@@ -171,6 +178,7 @@ def test_report_table_and_plots_are_written(
     out, stdout = quick_run
     report = (out / "report.md").read_text()
     assert "| strategy | rank-1 |" in report and "| strategy | rank-1 |" in stdout
+    assert "## FPIR and FNIR at each store's own threshold" in report
     for name in load_experiment(experiment_file).strategies:
         assert f"| {name} |" in report
     for plot in ("rounds.png", "stores.png"):
