@@ -73,6 +73,8 @@ def test_federated_demo_keeps_its_chain_running_until_interrupted(tmp_path: Path
         for row in stores.values():
             assert row["members"] >= 5
             assert 0.0 <= row["rank1_before"] <= 1.0 and 0.0 <= row["rank1_after"] <= 1.0
+            assert 0.0 <= row["tar_at_far_1e-2_before"] <= 1.0
+            assert 0.0 <= row["tar_at_far_1e-2_after"] <= 1.0
             # Issue 13's promise: at most one stranger accepted anywhere, before and after.
             assert row["strangers_accepted_before"] <= 1 and row["strangers_accepted_after"] <= 1
             for moment in ("before", "after"):

@@ -142,6 +142,10 @@ def _report(summary: dict[str, object], as_json: bool) -> None:
         _show(summary)
 
 
+def _rate(value: object) -> str:
+    return "-" if value is None else f"{float(str(value)):.3f}"
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM becomes KeyboardInterrupt so the context managers stop every process we started.
     raise KeyboardInterrupt
@@ -150,32 +154,30 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _show(summary: dict[str, object]) -> None:
     stores = summary["stores"]
     assert isinstance(stores, dict)
-    table = Table(title=f"federated demo: {summary['rounds']} round(s) of {summary['strategy']}")
-    for column in (
-        "store",
-        "camera",
-        "members",
-        "rank-1 before",
-        "rank-1 after",
-        "strangers accepted",
-        "FPIR measured (target)",
-    ):
-        table.add_column(column, justify="left" if column in {"store", "camera"} else "right")
+    table = Table(
+        title=f"federated demo: {summary['rounds']} round(s) of {summary['strategy']}, "
+        "before -> after"
+    )
+    for column in ("store", "members", "rank-1", "TAR @ FAR 1e-2", "strangers accepted"):
+        table.add_column(column, justify="left" if column == "store" else "right")
     for name, row in stores.items():
         delta = row["rank1_after"] - row["rank1_before"]
         colour = "green" if delta > 0 else "red" if delta < 0 else "white"
         table.add_row(
             name,
-            row["camera"],
             str(row["members"]),
-            f"{row['rank1_before']:.3f}",
-            f"[{colour}]{row['rank1_after']:.3f}[/]",
+            f"{row['rank1_before']:.3f} -> [{colour}]{row['rank1_after']:.3f}[/]",
+            f"{_rate(row['tar_at_far_1e-2_before'])} -> {_rate(row['tar_at_far_1e-2_after'])}",
             f"{row['strangers_accepted_before']} -> {row['strangers_accepted_after']}"
             f" of {row['strangers']}",
-            f"{row['fpir_measured_before']:.1%} -> {row['fpir_measured_after']:.1%}"
-            f" ({row['target_fpir']:g})",
         )
     out.print(table)
+    targets = sorted({row["target_fpir"] for row in stores.values()})
+    out.print(
+        f"target FPIR {', '.join(f'{t:g}' for t in targets)} in every store (strangers "
+        "accepted / strangers; --json gives "
+        "each measured rate its 95% interval and says which sample set each threshold)"
+    )
     sent = int(str(summary["bytes_sent_per_store_per_round"]))
     out.print(
         f"each store sent {sent / 1e6:.2f} MB per round (the backbone is "

@@ -1,10 +1,15 @@
-"""How well a store recognises: rank-1 on its members' held-out photos, strangers accepted."""
+"""How well a store recognises: rank-1 and TAR on its members' held-out photos, strangers
+accepted."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+
 from loyalnet_cli.demo.stores import DemoStore
+from store_node.bench.verification import tar_at_far
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery
 from store_node.gallery.open_set import binomial_interval
@@ -25,6 +30,9 @@ class StoreScore:
         threshold: cosine similarity threshold used.
         threshold_set_by: "reference" or "own camera" (``store_node.threshold``).
         target_fpir: the FPIR the store promises at ``threshold``.
+        tar_at_far_1e_2: true accept rate at FAR 1e-2 over every pair of a held-out member
+            photo and a gallery template (genuine when both are the same member's), in [0, 1];
+            None when the gallery has fewer than two members.
     """
 
     rank1: float
@@ -34,6 +42,7 @@ class StoreScore:
     threshold: float
     threshold_set_by: str
     target_fpir: float
+    tar_at_far_1e_2: float | None
 
     @property
     def fpir(self) -> float:
@@ -69,4 +78,24 @@ def score_store(
         threshold=threshold.value,
         threshold_set_by=threshold.governed_by,
         target_fpir=threshold.target_fpir,
+        tar_at_far_1e_2=_tar_at_far(store, gallery, pipeline, 1e-2),
     )
+
+
+def _tar_at_far(
+    store: DemoStore, gallery: Gallery, pipeline: FacePipeline, far: float
+) -> float | None:
+    owners, templates = gallery.searchable_templates(pipeline.model_version)
+    probes: list[NDArray[np.float32]] = []
+    whose: list[str] = []
+    for member in store.members:
+        for photo in member.probes:
+            found = pipeline.encode(photo)
+            if found:
+                probes.append(found[0].embedding)
+                whose.append(member.member_id)
+    if not probes or len(set(owners)) < 2:
+        return None
+    scores = np.stack(probes) @ templates.T
+    same = np.asarray(whose)[:, None] == np.asarray(owners)[None, :]
+    return tar_at_far(scores.ravel(), same.ravel(), far)

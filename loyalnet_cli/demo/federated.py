@@ -161,6 +161,8 @@ def summary_json(
             "members": report.enrolled,
             "rank1_before": round(report.before.rank1, 4),
             "rank1_after": round(report.after.rank1, 4),
+            "tar_at_far_1e-2_before": _rounded(report.before.tar_at_far_1e_2),
+            "tar_at_far_1e-2_after": _rounded(report.after.tar_at_far_1e_2),
             "strangers": report.before.strangers,
             "strangers_accepted_before": report.before.strangers_accepted,
             "strangers_accepted_after": report.after.strangers_accepted,
@@ -192,6 +194,10 @@ def summary_json(
         "strategy": options.strategy,
         "local_epochs": options.local_epochs,
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _enrol_store(report: StoreReport, pipeline: FacePipeline, limits: TrainingLimits) -> None:
