@@ -17,11 +17,11 @@ keep it:
 Why the stricter of the two, and no tail model beyond the own sample: the reference has millions
 of scores but on the wrong camera; the own sample is on the right camera but, in a small store,
 holds a few hundred scores, so the threshold it supports is its highest score (flagged as not
-reliable). Extrapolating that tail with a fitted model (exponential or generalised Pareto) was
-dominated by sampling noise on the demo's 12-member stores: on the clean store it cost up to 12
-points of rank-1 for strangers the reference already kept out. NIST FRTE 1:N practice sets
-thresholds empirically from non-mated searches for the same reason. As a store grows, its own
-sample grows with the square of its members and its own threshold becomes exact.
+reliable). Extrapolating that tail with a fitted model (an exponential fit to its highest
+scores, peaks over a threshold) was dominated by sampling noise on the demo's 12-member
+stores: on the clean store it cost up to 12 points of rank-1 for strangers the reference
+already kept out. NIST FRTE 1:N practice sets thresholds empirically from non-mated searches
+for the same reason. As a store grows, its own sample grows with the square of its members and its own threshold becomes exact.
 
 The threshold is computed from the gallery as it is at the moment of the decision, so the
 store re-calibrates by itself after every enrolment, erasure or model adoption.

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from loyalnet_cli.demo.stores import DemoStore
+from loyalnet_cli.demo.stores import DemoStore, Photo
 from store_node.bench.verification import tar_at_far
-from store_node.face import FacePipeline
-from store_node.gallery import Gallery
+from store_node.face import FacePipeline, ImageError
+from store_node.gallery import EMBEDDING_DIM, Gallery
 from store_node.gallery.open_set import binomial_interval
-from store_node.identification import identify_photos
 from store_node.threshold import OperatingThreshold
 
 
@@ -57,45 +56,58 @@ class StoreScore:
 def score_store(
     store: DemoStore, gallery: Gallery, pipeline: FacePipeline, threshold: OperatingThreshold
 ) -> StoreScore:
-    """Identify every probe and stranger photo of ``store`` against ``gallery``."""
-    correct = probes = 0
-    for member in store.members:
-        for result in identify_photos(
-            gallery, pipeline, member.probes, threshold.value, all_faces=False
-        ):
-            probes += 1
-            correct += bool(result.faces) and result.faces[0].match.member_id == member.member_id
-    accepted = 0
-    for result in identify_photos(
-        gallery, pipeline, store.strangers, threshold.value, all_faces=False
-    ):
-        accepted += bool(result.faces) and result.faces[0].match.member_id is not None
+    """Identify every probe and stranger photo of ``store`` against ``gallery``.
+
+    Each photo is encoded once (its largest face, as identification takes it); the probes'
+    embeddings serve both rank-1 and TAR.
+    """
+    model = pipeline.model_version
+    probes = [
+        (member.member_id, _largest_face(pipeline, photo))
+        for member in store.members
+        for photo in member.probes
+    ]
+    found = [(whose, vector) for whose, vector in probes if vector is not None]
+    matches = gallery.identify(_stacked([v for _, v in found]), model, threshold.value)
+    correct = sum(
+        match.member_id == whose for (whose, _), match in zip(found, matches, strict=True)
+    )
+    walk_ins = [_largest_face(pipeline, photo) for photo in store.strangers]
+    seen = _stacked([vector for vector in walk_ins if vector is not None])
+    accepted = sum(
+        match.member_id is not None for match in gallery.identify(seen, model, threshold.value)
+    )
     return StoreScore(
-        rank1=correct / probes if probes else 0.0,
-        probes=probes,
+        rank1=correct / len(probes) if probes else 0.0,
+        probes=len(probes),
         strangers_accepted=accepted,
         strangers=len(store.strangers),
         threshold=threshold.value,
         threshold_set_by=threshold.governed_by,
         target_fpir=threshold.target_fpir,
-        tar_at_far_1e_2=_tar_at_far(store, gallery, pipeline, 1e-2),
+        tar_at_far_1e_2=_tar_at_far(found, gallery, model, 1e-2),
     )
 
 
+def _largest_face(pipeline: FacePipeline, photo: Photo) -> NDArray[np.float32] | None:
+    """The embedding of the photo's largest face; None without a face (counted as a miss)."""
+    try:
+        found = pipeline.encode(photo)
+    except ImageError:
+        return None
+    return found[0].embedding if found else None
+
+
+def _stacked(vectors: list[NDArray[np.float32]]) -> NDArray[np.float32]:
+    return np.stack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+
+
 def _tar_at_far(
-    store: DemoStore, gallery: Gallery, pipeline: FacePipeline, far: float
+    probes: list[tuple[str, NDArray[np.float32]]], gallery: Gallery, model: str, far: float
 ) -> float | None:
-    owners, templates = gallery.searchable_templates(pipeline.model_version)
-    probes: list[NDArray[np.float32]] = []
-    whose: list[str] = []
-    for member in store.members:
-        for photo in member.probes:
-            found = pipeline.encode(photo)
-            if found:
-                probes.append(found[0].embedding)
-                whose.append(member.member_id)
+    owners, templates = gallery.searchable_templates(model)
     if not probes or len(set(owners)) < 2:
         return None
-    scores = np.stack(probes) @ templates.T
-    same = np.asarray(whose)[:, None] == np.asarray(owners)[None, :]
+    scores = _stacked([vector for _, vector in probes]) @ templates.T
+    same = np.asarray([whose for whose, _ in probes])[:, None] == np.asarray(owners)[None, :]
     return tar_at_far(scores.ravel(), same.ravel(), far)
