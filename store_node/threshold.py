@@ -21,7 +21,8 @@ reliable). Extrapolating that tail with a fitted model (an exponential fit to it
 scores, peaks over a threshold) was dominated by sampling noise on the demo's 12-member
 stores: on the clean store it cost up to 12 points of rank-1 for strangers the reference
 already kept out. NIST FRTE 1:N practice sets thresholds empirically from non-mated searches
-for the same reason. As a store grows, its own sample grows with the square of its members and its own threshold becomes exact.
+for the same reason. As a store grows, its own sample grows with the square of its members
+and its own threshold becomes exact.
 
 The threshold is computed from the gallery as it is at the moment of the decision, so the
 store re-calibrates by itself after every enrolment, erasure or model adoption.
