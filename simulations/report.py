@@ -299,6 +299,9 @@ def _store_table(results: SimulationResults) -> str:
     )
 
 
+_SET_BY_MARK = {"own camera": "*", "camera-adjusted reference": "+"}
+
+
 def _operating_table(results: SimulationResults) -> str:
     """Per store: FPIR measured at the store's own threshold against the target, and FNIR."""
     stores = _store_ids(results)
@@ -312,7 +315,7 @@ def _operating_table(results: SimulationResults) -> str:
             if metrics is None or metrics.fpir_measured is None:
                 cells.append(MISSING)
                 continue
-            own = "*" if metrics.threshold_set_by == "own camera" else ""
+            own = _SET_BY_MARK.get(metrics.threshold_set_by, "")
             extra = ""
             if metrics.fnir_at_reference is not None and metrics.fnir_at_operating is not None:
                 extra = f" ({100 * (metrics.fnir_at_operating - metrics.fnir_at_reference):+.1f})"
@@ -331,8 +334,9 @@ def _operating_table(results: SimulationResults) -> str:
             "members' photos not matched to the right member, at the threshold the store itself "
             "decides with (`store_node.threshold`); in brackets, the points of FNIR that "
             "threshold costs against the reference threshold alone. `*`: the store's own "
-            "members, seen through its camera, set the threshold; otherwise the reference "
-            "strangers on clean photos did.",
+            "members, seen through its camera, set the threshold; `+`: the reference shifted "
+            "by how much higher the own members' impostor scores lie did; otherwise the "
+            "reference strangers on clean photos did.",
             "",
             _table(["strategy", *stores], rows),
         ]

@@ -44,7 +44,8 @@ class StoreMetrics:
             fraction of member photos not matched to the right member (missed or wrong).
         operating_threshold: the threshold the store itself would decide with for the
             experiment's target FPIR (``store_node.threshold``); None when not measured.
-        threshold_set_by: which sample set it: "reference" or "own camera".
+        threshold_set_by: which threshold set it: "reference", "own camera" or
+            "camera-adjusted reference" (``store_node.threshold``).
         fpir_measured: the share of the store's strangers accepted at that threshold.
         fnir_at_operating: the share of member photos not matched to the right member there.
         fnir_at_reference: the same at the reference threshold alone (clean-photo strangers),

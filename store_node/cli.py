@@ -495,10 +495,12 @@ def calibrate(
 
     Every pair of different people gives one impostor score; the reference threshold is the
     score that strangers exceed with probability FPIR when searched against this gallery's
-    templates. The store decides with the stricter of that and its own: its members searched
-    against each other, as seen through its own camera. Printed: the threshold, the FPIR each
-    sample expects there with a 95% interval and how many scores it rests on, and the FNIR on
-    the members' own enrolment photos. The threshold follows enrolments and erasures by itself.
+    templates. The store decides with the strictest of that, its own (its members searched
+    against each other, as seen through its own camera) and the reference shifted by how much
+    higher its own impostor scores lie than the reference's. Printed: the threshold, the FPIR
+    each sample expects there with a 95% interval and how many scores it rests on, and the FNIR
+    on the members' own enrolment photos. The threshold follows enrolments and erasures by
+    itself.
     """
     with _opened(store) as (paths, config, gallery):
         if fpir is not None:
@@ -551,6 +553,13 @@ def _print_calibration(summary: dict[str, Any]) -> None:
             f"{part['impostor_scores']:,} impostor scores above, searched against "
             f"{part['searched_against']} {part['per']}(s): FPIR {part['fpir']:.2g} "
             f"[{part['interval'][0]:.2g}, {part['interval'][1]:.2g}]"
+        )
+    adjusted = summary["camera_adjusted"]
+    if adjusted is not None:
+        out.print(
+            f"  this camera's impostor scores lie {adjusted['shift']:+.3f} from the reference's "
+            f"(read at rate {adjusted['measured_at_rate']:.2g} of {adjusted['own_scores']:,} "
+            f"template pairs): camera-adjusted threshold {adjusted['threshold']:.3f}"
         )
     if summary["fnir"] is not None:
         out.print(

@@ -251,6 +251,7 @@ def test_calibrate_on_a_folder_of_strangers(tmp_path: Path, orl_images: Path) ->
     assert calibrated["reliable"] is True
     assert -1.0 < calibrated["threshold"] < 1.0
     # An empty gallery has no members to be strangers to each other: the reference alone.
+    assert calibrated["camera_adjusted"] is None
     assert (calibrated["members"], calibrated["governed_by"], calibrated["fnir"]) == (
         0,
         "reference",

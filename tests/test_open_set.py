@@ -20,7 +20,9 @@ from store_node.gallery import Gallery, ImpostorScores, Purpose, threshold_for_f
 from store_node.gallery import open_set as open_set_module
 from store_node.gallery.open_set import binomial_interval, estimate_fpir, own_camera_sample
 from store_node.threshold import (
+    SHIFT_RANK,
     calibration_report,
+    camera_shift,
     decision_threshold,
     default_impostor_scores,
     operating_threshold,
@@ -58,6 +60,17 @@ def test_own_sample_scores_every_member_against_every_other(
         assert sample.own_best[i] == pytest.approx(per_member[owner], abs=1e-6)
     assert sample.scores.pairs == 23 * 4
     np.testing.assert_allclose(sample.scores.scores, sorted(expected_scores)[::-1], atol=1e-6)
+    # Template level: every template against every template of another member.
+    template_level = [
+        float(vectors[i] @ vectors[j])
+        for i in range(23)
+        for j in range(23)
+        if owners[i] != owners[j]
+    ]
+    assert sample.template_pairs == len(template_level)
+    np.testing.assert_allclose(sample.template_tail, sorted(template_level)[::-1], atol=1e-6)
+    assert sample.template_score_at_rank(1) == pytest.approx(max(template_level), abs=1e-6)
+    assert sample.template_score_at_rank(len(template_level) + 1) is None
 
 
 def test_leave_one_out_fnir_counts_misses_and_confusions() -> None:
@@ -149,11 +162,11 @@ def test_alike_members_raise_the_threshold_and_a_big_store_trusts_its_own_sample
     alike = spread + 2.0 * common
     alike /= np.linalg.norm(alike, axis=1, keepdims=True)
     strict = operating_threshold(reference, alike, owners, 1e-3)
-    assert strict.governed_by == "own camera"
+    assert strict.governed_by != "reference"
     assert strict.value > kept.value
-    assert strict.sample is not None
-    assert strict.value == pytest.approx(float(strict.sample.scores.scores[0]))  # clamped
-    assert not strict.reliable
+    assert strict.sample is not None and strict.own is not None and strict.adjusted is not None
+    assert strict.own.value == pytest.approx(float(strict.sample.scores.scores[0]))  # clamped
+    assert strict.value == max(strict.own.value, strict.adjusted.value)
 
     # 3,000 members: the reference cannot reach 1e-3 / 15,000 templates, the own sample can.
     many = unit_vectors(rng, 15_000)
@@ -163,6 +176,39 @@ def test_alike_members_raise_the_threshold_and_a_big_store_trusts_its_own_sample
     assert big.own is not None and big.own.reliable
     assert big.governed_by == "own camera" and big.reliable
     assert big.value < big.reference.value
+
+
+def test_the_camera_shift_moves_the_reference_by_the_gap_between_the_samples(
+    rng: np.random.Generator,
+) -> None:
+    vectors = unit_vectors(rng, 200)
+    owners = sorted(f"m{i % 40:02d}" for i in range(200))
+    sample = own_camera_sample(vectors, owners, MODEL)
+    assert sample is not None
+    assert sample.template_pairs == 200 * 195
+    # A reference whose scores are this camera's, 0.1 lower: the shift must say +0.1 exactly.
+    members = np.array(owners)
+    template_level = (vectors @ vectors.T)[members[:, None] != members[None, :]]
+    reference = ImpostorScores.from_scores(template_level - 0.1, MODEL, "clean")
+    general = threshold_for_fpir(reference, 0.01, 200)
+    shift = camera_shift(reference, sample, general)
+    assert shift is not None
+    assert shift.shift == pytest.approx(0.1, abs=1e-3)
+    assert shift.value == pytest.approx(general.value + 0.1, abs=1e-3)
+    assert shift.rate == pytest.approx(SHIFT_RANK / (200 * 195))
+    chosen = operating_threshold(reference, vectors, owners, 0.01)
+    assert chosen.adjusted == shift
+    assert chosen.own is not None
+    assert chosen.value == max(chosen.own.value, shift.value, general.value)
+    # The estimate read at value - shift is the reference's own at its threshold.
+    shifted = chosen.expected_fpir(reference)[-1]
+    assert "shifted by +0.100" in shifted.source
+    assert shifted.fpir <= 0.01 * 1.05
+
+    # Too few own scores to read a rate: no shift.
+    two = own_camera_sample(vectors[:4], ["a", "a", "b", "b"], MODEL)
+    assert two is not None and two.template_pairs == 8
+    assert camera_shift(reference, two, general) is None
 
 
 def _enrol(gallery: Gallery, pipeline: FacePipeline, people: dict[str, list[Path]]) -> None:
@@ -195,7 +241,7 @@ def test_a_harsh_camera_gets_its_own_threshold_on_real_faces(tmp_path: Path) -> 
     with Gallery.create(tmp_path / "yale.db", tmp_path / "yale.key") as gallery:
         _enrol(gallery, pipeline, members)
         harsh = decision_threshold(gallery, pipeline.model_version, 1e-3)
-        assert harsh.governed_by == "own camera"
+        assert harsh.governed_by != "reference"
         assert harsh.value > harsh.reference.value
         at_reference = _accepted(gallery, pipeline, strangers, harsh.reference.value)
         at_own = _accepted(gallery, pipeline, strangers, harsh.value)
@@ -203,10 +249,12 @@ def test_a_harsh_camera_gets_its_own_threshold_on_real_faces(tmp_path: Path) -> 
         # with 8 photos each cannot hold the promised 1e-3; the report below says so.
         assert at_own < at_reference, (at_own, at_reference, len(strangers))
         report = calibration_report(harsh, reference)
-        assert report["governed_by"] == "own camera"
+        assert report["governed_by"] == harsh.governed_by
         assert report["members"] == 10
         sources = [part["source"] for part in report["expected_fpir"]["rests_on"]]
-        assert sources == [reference.source, open_set_module.OWN_CAMERA_SOURCE]
+        assert sources[:2] == [reference.source, open_set_module.OWN_CAMERA_SOURCE]
+        assert harsh.adjusted is not None and report["camera_adjusted"]["shift"] > 0
+        assert sources[2].startswith(f"{reference.source}, shifted by +")
         low, high = report["expected_fpir"]["interval"]
         assert 0.0 <= low <= report["expected_fpir"]["estimate"] <= high <= 1.0
         # 10 members, under 80 templates: nowhere near enough own scores to show 1e-3.
@@ -219,7 +267,12 @@ def test_a_harsh_camera_gets_its_own_threshold_on_real_faces(tmp_path: Path) -> 
     with Gallery.create(tmp_path / "lfw.db", tmp_path / "lfw.key") as gallery:
         _enrol(gallery, pipeline, clean)
         ordinary = decision_threshold(gallery, pipeline.model_version, 1e-3)
-        assert ordinary.governed_by == "reference"
-        assert ordinary.value == ordinary.reference.value
         assert ordinary.value < harsh.value
+        assert ordinary.adjusted is not None and ordinary.sample is not None
+        # Measured: a shift of +0.035 here against +0.109 under Yale's lighting, at no cost to
+        # these members (leave one out: 0 of 35 missed at either threshold).
+        fnir_adjusted, searches = ordinary.sample.fnir(ordinary.value)
+        assert searches > 0
+        assert fnir_adjusted <= ordinary.sample.fnir(ordinary.reference.value)[0] + 0.03
+        assert ordinary.adjusted.shift < harsh.adjusted.shift
     assert math.isfinite(ordinary.value)

@@ -27,7 +27,8 @@ class StoreScore:
         strangers_accepted: stranger photos wrongly identified as some member.
         strangers: stranger photos tried.
         threshold: cosine similarity threshold used.
-        threshold_set_by: "reference" or "own camera" (``store_node.threshold``).
+        threshold_set_by: "reference", "own camera" or "camera-adjusted reference"
+            (``store_node.threshold``).
         target_fpir: the FPIR the store promises at ``threshold``.
         tar_at_far_1e_2: true accept rate at FAR 1e-2 over every pair of a held-out member
             photo and a gallery template (genuine when both are the same member's), in [0, 1];

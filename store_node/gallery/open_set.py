@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,8 @@ from store_node.gallery.errors import InvalidInputError
 from store_node.gallery.inputs import as_embeddings
 
 MAX_PROBES = 2000
+TAIL_KEEP = 5000
+"""Highest template-level own impostor scores kept (for :mod:`store_node.threshold`'s shift)."""
 CONFIDENCE = 0.95
 OWN_CAMERA_SOURCE = "the store's own members through its own camera"
 _BLOCK_ELEMENTS = 1 << 22  # similarities per block: 16 MiB of float32
@@ -66,6 +68,9 @@ class OwnCameraSample:
         own_best: (P,) per probe, its best score among its member's other templates; -inf when
             the member has no other template (such probes count for impostors only).
         other_best: (P,) per probe, the best score of any other member.
+        template_pairs: template-level own impostor scores: every probe template against every
+            template of another member (the reference's unit, one comparison per template).
+        template_tail: the highest of those, descending, at most :data:`TAIL_KEEP`.
     """
 
     scores: ImpostorScores
@@ -73,6 +78,17 @@ class OwnCameraSample:
     probes: int
     own_best: NDArray[np.float32]
     other_best: NDArray[np.float32]
+    template_pairs: int = 0
+    template_tail: NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.float32)
+    )
+
+    def template_score_at_rank(self, rank: int) -> float | None:
+        """The ``rank``-th highest template-level own impostor score (1 is the highest), or
+        None when fewer are kept."""
+        if not 1 <= rank <= self.template_tail.size:
+            return None
+        return float(self.template_tail[rank - 1])
 
     def fnir(self, threshold: float) -> tuple[float, int]:
         """Share of members' held-out templates not found at ``threshold``, and how many tried.
@@ -121,6 +137,8 @@ def own_camera_sample(
     chosen = np.unique(np.linspace(0, len(owners) - 1, num=min(max_probes, len(owners))).round())
     chosen = chosen.astype(np.int64)
     impostor: list[NDArray[np.float32]] = []
+    tail = np.zeros(0, dtype=np.float32)
+    template_pairs = 0
     own_best = np.full(chosen.size, -np.inf, dtype=np.float32)
     other_best = np.full(chosen.size, -np.inf, dtype=np.float32)
     rows = max(1, _BLOCK_ELEMENTS // max(1, len(owners)))
@@ -129,8 +147,11 @@ def own_camera_sample(
         similarity = vectors[block] @ vectors.T
         # A template is not its own comparison: the leave-one-out genuine score needs the rest.
         similarity[np.arange(block.size), block] = -np.inf
-        per_member = np.maximum.reduceat(similarity, starts, axis=1)
         mine = member_of[block]
+        strangers = similarity[member_of[None, :] != mine[:, None]]
+        template_pairs += strangers.size
+        tail = _highest(np.concatenate([tail, strangers.astype(np.float32)]), TAIL_KEEP)
+        per_member = np.maximum.reduceat(similarity, starts, axis=1)
         own_best[first : first + block.size] = per_member[np.arange(block.size), mine]
         per_member[np.arange(block.size), mine] = -np.inf
         other_best[first : first + block.size] = per_member.max(axis=1)
@@ -138,7 +159,16 @@ def own_camera_sample(
         others[np.arange(block.size), mine] = False
         impostor.append(np.clip(per_member[others], -1.0, 1.0).astype(np.float32))
     scores = ImpostorScores.from_scores(np.concatenate(impostor), model_version, OWN_CAMERA_SOURCE)
-    return OwnCameraSample(scores, members, int(chosen.size), own_best, other_best)
+    return OwnCameraSample(
+        scores, members, int(chosen.size), own_best, other_best, template_pairs, tail
+    )
+
+
+def _highest(scores: NDArray[np.float32], keep: int) -> NDArray[np.float32]:
+    """The ``keep`` highest of ``scores``, descending."""
+    if scores.size > keep:
+        scores = np.partition(scores, scores.size - keep)[scores.size - keep :]
+    return np.sort(scores)[::-1]
 
 
 @dataclass(frozen=True)
