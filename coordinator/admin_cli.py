@@ -319,6 +319,13 @@ def train(
     min_stores: Annotated[
         int, typer.Option(min=0, help="A round waits for this many stores (0: 2).")
     ] = 0,
+    update_encoding: Annotated[
+        str,
+        typer.Option(
+            help="How stores send their update: float32, or float16-delta (its change from "
+            "the global model in float16: half the bytes). Empty: float32."
+        ),
+    ] = "",
     as_json: JsonOption = False,
 ) -> None:
     """Start a federated training run on the connected stores; `loyalnet admin runs` follows it.
@@ -333,6 +340,7 @@ def train(
             local_epochs=local_epochs,
             learning_rate=learning_rate,
             min_stores=min_stores,
+            update_encoding=update_encoding,
         )
     if as_json:
         _print_json(run)

@@ -122,6 +122,7 @@ class AdminClient:
         local_epochs: int = 0,
         learning_rate: float = 0.0,
         min_stores: int = 0,
+        update_encoding: str = "",
     ) -> chain_pb2.TrainingRun:
         """Start a run; an empty or zero setting keeps the coordinator's default."""
         request = chain_pb2.StartTrainingRequest(
@@ -130,6 +131,7 @@ class AdminClient:
             local_epochs=local_epochs,
             learning_rate=learning_rate,
             min_stores=min_stores,
+            update_encoding=update_encoding,
         )
         return self._call(self._stub.StartTraining, request)
 

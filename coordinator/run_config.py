@@ -52,6 +52,11 @@ them into the app's pyproject.toml. Keys:
 - ``dp-delta``: the delta the epsilon of a private run is reported at, in (0, 1); keep it well
   below 1 / (number of stores). Each round's metrics then carry ``epsilon`` and ``dp-delta``
   (:mod:`coordinator.privacy_accountant`).
+- ``update-encoding``: how stores send their trained backbone: ``"float32"`` (default) or
+  ``"float16-delta"``, its change from the global model in float16, half the bytes
+  (:mod:`loyalnet.update_encoding`; the coordinator restores float32 weights before anything
+  else sees them). Asked of the stores in the round config; a store too old to know the key
+  declines the round.
 - the local training settings in :data:`TRAINING_DEFAULTS`, sent to the stores in every
   training message. They mirror ``store_node.training.local.TrainingConfig`` (the coordinator
   imports no face code; a test checks the two agree), and the stores validate them.
@@ -66,6 +71,13 @@ from pathlib import Path
 from typing import Literal
 
 from coordinator.errors import RunConfigError
+from loyalnet.update_encoding import (
+    FLOAT32,
+    UPDATE_ENCODING_KEY,
+    UpdateEncoding,
+    UpdateEncodingError,
+    encoding_named,
+)
 
 ConfigValue = bool | int | float | str
 StrategyName = Literal["fedavg", "fedprox", "trimmed-mean", "median"]
@@ -104,6 +116,7 @@ _SERVER_DEFAULTS: dict[str, ConfigValue] = {
     "dp-clipping-norm": 0.05,
     "dp-delta": 1e-5,
     "registry-run-id": 0,
+    UPDATE_ENCODING_KEY: FLOAT32,
 }
 
 
@@ -135,6 +148,15 @@ class FederationSettings:
     max_update_norm: float = DEFAULT_MAX_UPDATE_NORM
     max_weight_multiple: float = DEFAULT_MAX_WEIGHT_MULTIPLE
     registry_run_id: int = 0
+    update_encoding: UpdateEncoding = FLOAT32
+
+    def round_config(self) -> dict[str, bool | int | float | str]:
+        """What every store is sent with the global model: the training settings, and the
+        update encoding unless it is plain float32 (so stores of any version can train)."""
+        config: dict[str, bool | int | float | str] = dict(self.training)
+        if self.update_encoding != FLOAT32:
+            config[UPDATE_ENCODING_KEY] = self.update_encoding
+        return config
 
     @property
     def private(self) -> bool:
@@ -211,7 +233,15 @@ class FederationSettings:
             max_weight_multiple=_number(values, "max-weight-multiple", minimum=1.0),
             # Absent from apps written before runs were reported: then nothing is reported.
             registry_run_id=_whole({"registry-run-id": 0, **values}, "registry-run-id", minimum=0),
+            update_encoding=_encoding({UPDATE_ENCODING_KEY: FLOAT32, **values}),
         )
+
+
+def _encoding(values: Mapping[str, object]) -> UpdateEncoding:
+    try:
+        return encoding_named(values[UPDATE_ENCODING_KEY])
+    except UpdateEncodingError as err:
+        raise RunConfigError(f"run config {err}") from None
 
 
 def _present(values: Mapping[str, object], key: str) -> object:

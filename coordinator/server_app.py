@@ -38,7 +38,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run the federated rounds and save the resulting model version."""
     settings = FederationSettings.from_run_config(context.run_config)
     # What every store trains with; FedProx adds its proximal-mu to it.
-    round_config: dict[str, ConfigRecordValues] = dict(settings.training)
+    round_config: dict[str, ConfigRecordValues] = dict(settings.round_config())
     home = CoordinatorHome(settings.coordinator_dir)
     reports = (
         RegistryRoundReports(home.database_url(), settings.registry_run_id)

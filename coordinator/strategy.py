@@ -17,7 +17,10 @@ wrappers do) and delegates everything to it, except that:
    (:mod:`coordinator.update_screening`); of the rest, each store's weight is capped at
    ``max-weight-multiple`` times the round's median and each update's L2 norm bounded by
    ``max-update-norm`` (:mod:`coordinator.store_influence`).
-4. each round's metrics are store-level aggregates (:func:`aggregate_round_metrics`) plus
+4. a reply sent as its float16 change (run config ``update-encoding``) is turned back into
+   float32 weights first (:mod:`loyalnet.update_encoding`), so the rest sees what a float32
+   reply would be; one that does not fit the global model is rejected.
+5. each round's metrics are store-level aggregates (:func:`aggregate_round_metrics`) plus
    counts of the stores asked, trained, declined, rejected and failed (an error reply, or no
    reply before the round's timeout: a dead store's SuperNode misses its heartbeats and the
    SuperLink answers for it with an error after about a minute), and of the updates whose
@@ -67,6 +70,11 @@ from coordinator.update_screening import (
     rejection,
     reported_examples,
     reported_metrics,
+)
+from loyalnet.update_encoding import (
+    UpdateEncodingError,
+    decode_float16_delta,
+    is_float16_delta,
 )
 
 WEIGHT_KEY = EXAMPLES_KEY
@@ -185,6 +193,7 @@ class StoreRounds(Strategy):
         answered = [reply for reply in replies if not reply.has_error()]
         declined = [reply for reply in answered if is_declined(reply.content)]
         offered = [reply for reply in answered if not is_declined(reply.content)]
+        offered, undecodable = self._decoded(offered)
         if declined or failed:
             log(
                 INFO,
@@ -192,9 +201,10 @@ class StoreRounds(Strategy):
                 len(declined),
                 len(failed),
             )
-        counted, rejected, clipped, capped = offered, 0, 0, 0
+        counted, rejected, clipped, capped = offered, undecodable, 0, 0
         if self.bounds is not None:
             counted, rejected, clipped, capped = self._screen(offered, self.bounds)
+            rejected += undecodable
         # Replies arrive in whatever order the stores finish; averaging them in a fixed order
         # makes the float sums, and so a run, reproducible.
         counted.sort(key=_arrival_free_order)
@@ -213,6 +223,28 @@ class StoreRounds(Strategy):
         if self.on_round is not None:
             self.on_round(server_round, metrics)
         return arrays, metrics
+
+    def _decoded(self, offered: list[Message]) -> tuple[list[Message], int]:
+        """The replies with float16 changes turned into float32 weights, and how many could
+        not be (left out, logged)."""
+        kept: list[Message] = []
+        for reply in offered:
+            arrays = reply.content.array_records.get("arrays")
+            if arrays is None or not is_float16_delta(arrays):
+                kept.append(reply)
+                continue
+            try:
+                reply.content["arrays"] = decode_float16_delta(arrays, self._global)
+            except UpdateEncodingError as err:
+                log(
+                    WARNING,
+                    "aggregate_train: the update of store node %d is rejected, not averaged: %s",
+                    reply.metadata.src_node_id,
+                    err,
+                )
+                continue
+            kept.append(reply)
+        return kept, len(offered) - len(kept)
 
     def _screen(
         self, offered: list[Message], bounds: InfluenceBounds

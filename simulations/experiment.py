@@ -12,6 +12,7 @@ seed = 7                      # whole number >= 0; the whole draw and every run 
 rounds = 10                   # federated rounds, >= 1
 strategies = ["none", "local-only", "fedavg", "fedprox", "fedavg-dp", "centralized"]
 proximal_mu = 0.01            # FedProx mu, >= 0
+update_encoding = "float32"   # or "float16-delta": stores send their change in float16
 
 [[stores]]
 condition = "clean"           # clean, low_light, motion_blur, low_resolution, grayscale, yale
@@ -76,6 +77,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from coordinator.run_config import TRAINING_DEFAULTS
 from loyalnet.errors import LoyalnetError
+from loyalnet.update_encoding import ENCODINGS, FLOAT32
 
 CONDITIONS = ("clean", "low_light", "motion_blur", "low_resolution", "grayscale", "yale")
 """Store camera conditions: the five of :class:`store_node.cameras.CameraCondition`, applied to
@@ -249,6 +251,8 @@ class Experiment:
         members: who the members are.
         training: local training settings.
         proximal_mu: FedProx's mu for the ``fedprox`` strategy, >= 0.
+        update_encoding: how the federated strategies' stores send their update
+            (``loyalnet.update_encoding``): "float32" or "float16-delta".
         privacy: DP settings for the ``fedavg-dp`` strategy.
         evaluation: how models are measured.
         source: the file it was read from, None when built from a mapping.
@@ -262,6 +266,7 @@ class Experiment:
     members: MembersSpec
     training: TrainingSpec
     proximal_mu: float = 0.01
+    update_encoding: str = "float32"
     privacy: PrivacySpec = field(default_factory=PrivacySpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     source: Path | None = None
@@ -291,6 +296,7 @@ class Experiment:
             "rounds": self.rounds,
             "strategies": list(self.strategies),
             "proximal_mu": self.proximal_mu,
+            "update_encoding": self.update_encoding,
             "stores": [asdict(group) for group in self.stores],
             "members": asdict(self.members),
             "training": asdict(self.training),
@@ -333,6 +339,7 @@ _TOP_KEYS = (
     "rounds",
     "strategies",
     "proximal_mu",
+    "update_encoding",
     "stores",
     "members",
     "training",
@@ -367,6 +374,12 @@ def experiment_from_dict(data: Mapping[str, Any], source: Path | None = None) ->
         check, check.required(data, "strategies", 'add e.g. strategies = ["none", "fedavg"]')
     )
     proximal_mu = check.number(data.get("proximal_mu", 0.01), "proximal_mu", low=0.0)
+    update_encoding = check.text(data.get("update_encoding", FLOAT32), "update_encoding")
+    if update_encoding not in ENCODINGS:
+        raise check.error(
+            f"update_encoding = {_show(update_encoding)} is unknown; use one of "
+            f"{', '.join(_show(e) for e in ENCODINGS)}."
+        )
     stores = _store_groups(
         check,
         check.required(
@@ -392,6 +405,7 @@ def experiment_from_dict(data: Mapping[str, Any], source: Path | None = None) ->
         members=members,
         training=training,
         proximal_mu=proximal_mu,
+        update_encoding=update_encoding,
         privacy=privacy,
         evaluation=evaluation,
         source=source,

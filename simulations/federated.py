@@ -50,6 +50,7 @@ from flwr.simulation import run_simulation
 from coordinator.run_config import FederationSettings
 from coordinator.strategy import build_strategy
 from loyalnet.packed_backbone import BackboneLayout
+from loyalnet.update_encoding import encoding_named
 from simulations.experiment import Experiment
 from simulations.stores import fresh_copies
 from store_node.client_app import STORE_DIR_KEY, THREADS_KEY
@@ -91,6 +92,7 @@ def settings_for(
         dp_noise_multiplier=experiment.privacy.noise_multiplier if private else 0.0,
         dp_clipping_norm=experiment.privacy.clipping_norm,
         dp_delta=experiment.privacy.delta,
+        update_encoding=encoding_named(experiment.update_encoding),
     )
 
 
@@ -186,7 +188,7 @@ def _run_strategy(
     settings = settings_for(experiment, strategy, stores, workdir)
     if settings.private:
         np.random.seed(experiment.seed)  # see the module docstring
-    round_config: dict[str, ConfigRecordValues] = dict(settings.training)
+    round_config: dict[str, ConfigRecordValues] = dict(settings.round_config())
 
     layout = BackboneLayout.of(initial)
 

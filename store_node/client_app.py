@@ -36,6 +36,11 @@ the update (trained minus received) is scaled to L2 norm at most that, by Flower
 ``fixedclipping_mod`` (:func:`clip_when_asked`). Without the key, or when the store declines,
 the reply is left as it is.
 
+When the round's config asks for ``update-encoding = "float16-delta"``, the trained (and, in a
+private run, clipped) backbone goes as its float16 change from the received one, half the
+bytes (``loyalnet.update_encoding``, :func:`encode_when_asked`); ``arrays-bytes`` counts what
+is sent.
+
 A failure is logged here in full and leaves the store only as its exception class: Flower
 would otherwise send the exception's text to the coordinator, and a gallery error may name a
 member.
@@ -57,6 +62,11 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from loyalnet.errors import LoyalnetError
 from loyalnet.packed_backbone import BackboneLayout, PackedBackboneError
+from loyalnet.update_encoding import (
+    FLOAT16_DELTA,
+    UPDATE_ENCODING_KEY,
+    encode_float16_delta,
+)
 from store_node.config import StorePaths, read_config
 from store_node.gallery import Gallery, GalleryBusyError, ScrubError
 from store_node.training.backbone import backbone_layout
@@ -77,6 +87,27 @@ app = ClientApp()
 
 class StoreRoundError(LoyalnetError):
     """The store could not take part in the round; the text is safe to send."""
+
+
+def encode_when_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Send the trained backbone as its float16 change when the round asks for it.
+
+    Outermost of the mods, so that in a private run the clipped update is what is encoded. A
+    declining or failed reply goes as it is.
+    """
+    reply = call_next(msg, context)
+    config = msg.content.config_records.get("config")
+    if config is None or config.get(UPDATE_ENCODING_KEY) != FLOAT16_DELTA or reply.has_error():
+        return reply
+    if _declined(reply):
+        return reply
+    encoded = encode_float16_delta(
+        reply.content.array_records["arrays"], msg.content.array_records["arrays"]
+    )
+    reply.content["arrays"] = encoded
+    metrics = reply.content.metric_records["metrics"]
+    metrics["arrays-bytes"] = encoded.count_bytes()
+    return reply
 
 
 def clip_when_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -106,7 +137,7 @@ def clip_when_asked(msg: Message, context: Context, call_next: ClientAppCallable
     return clipped
 
 
-@app.train(mods=[clip_when_asked])
+@app.train(mods=[encode_when_asked, clip_when_asked])
 def train(msg: Message, context: Context) -> Message:
     """Train the received backbone on this store's consenting members and reply with it."""
     try:

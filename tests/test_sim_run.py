@@ -25,6 +25,7 @@ from PIL import Image
 from coordinator.initial_model import pretrained_backbone
 from coordinator.privacy_accountant import privacy_spent
 from loyalnet.packed_backbone import BackboneLayout
+from loyalnet.update_encoding import encode_float16_delta
 from simulations.experiment import load_experiment
 from simulations.results import FINAL_METRICS
 
@@ -132,15 +133,20 @@ def test_every_strategy_starts_from_the_pretrained_model(results: dict[str, Any]
 def test_costs_and_privacy_are_accounted_per_strategy(
     results: dict[str, Any], experiment_file: Path
 ) -> None:
-    """FedAvg moves the backbone down to and up from every store each round; the baselines
-    move nothing over the network; only the DP run spends epsilon, as the accountant says."""
+    """FedAvg moves the backbone down to every store and its change, in float16 (quick.toml's
+    update_encoding), back up each round; the baselines move nothing over the network; only the
+    DP run spends epsilon, as the accountant says."""
     experiment = load_experiment(experiment_file)
+    assert experiment.update_encoding == "float16-delta"
     stores = len(experiment.store_conditions())
     pretrained = pretrained_backbone()
-    model_bytes = ArrayRecord(BackboneLayout.of(pretrained).pack(pretrained)).count_bytes()
+    packed = ArrayRecord(BackboneLayout.of(pretrained).pack(pretrained))
+    model_bytes = packed.count_bytes()
+    change_bytes = encode_float16_delta(packed, packed).count_bytes()
+    assert change_bytes < 0.51 * model_bytes
     final = {name: s["final"] for name, s in results["strategies"].items()}
     for name in ("fedavg", "fedprox", "fedavg-dp"):
-        assert final[name]["bytes_per_round"] == 2 * stores * model_bytes, name
+        assert final[name]["bytes_per_round"] == stores * (model_bytes + change_bytes), name
         assert final[name]["seconds_per_round"] > 0
     for name in ("none", "local-only", "centralized"):
         assert final[name]["bytes_per_round"] == 0, name

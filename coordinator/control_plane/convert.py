@@ -132,6 +132,8 @@ def run_settings(request: chain_pb2.StartTrainingRequest) -> dict[str, TomlScala
         settings["learning-rate"] = request.learning_rate
     if request.min_stores:
         settings["min-stores"] = request.min_stores
+    if request.update_encoding:
+        settings["update-encoding"] = request.update_encoding
     return settings
 
 

@@ -205,7 +205,14 @@ class DemoChain:
         self._wait(online, "the stores did not come online", START_TIMEOUT_SECONDS)
 
     def train(
-        self, rounds: int, *, strategy: str, local_epochs: int, learning_rate: float, stores: int
+        self,
+        rounds: int,
+        *,
+        strategy: str,
+        local_epochs: int,
+        learning_rate: float,
+        stores: int,
+        update_encoding: str = "",
     ) -> int:
         """Start a training run through the control plane (as ``loyalnet admin train`` does)."""
         with self.admin() as admin:
@@ -215,6 +222,7 @@ class DemoChain:
                 local_epochs=local_epochs,
                 learning_rate=learning_rate,
                 min_stores=stores,
+                update_encoding=update_encoding,
             )
         return run.run_id
 

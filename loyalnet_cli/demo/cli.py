@@ -17,6 +17,7 @@ from rich.table import Table
 
 from coordinator.run_config import STRATEGIES
 from loyalnet.settings import Settings
+from loyalnet.update_encoding import ENCODINGS
 from loyalnet_cli.demo.chain import DemoChain
 from loyalnet_cli.demo.federated import FederatedDemoOptions, run_federated_demo
 from loyalnet_cli.demo.store_walkthrough import store_demo
@@ -53,6 +54,13 @@ def federated(
             "the same)."
         ),
     ] = "fedavg",
+    update_encoding: Annotated[
+        str,
+        typer.Option(
+            help="How stores send their trained model: float32, or float16-delta (its change "
+            "from the global model in float16: half the bytes)."
+        ),
+    ] = "float32",
     workdir: Annotated[
         Path | None,
         typer.Option(
@@ -85,11 +93,16 @@ def federated(
         return
     if strategy not in STRATEGIES:
         raise typer.BadParameter(f"choose one of {', '.join(STRATEGIES)}", param_hint="--strategy")
+    if update_encoding not in ENCODINGS:
+        raise typer.BadParameter(
+            f"choose one of {', '.join(ENCODINGS)}", param_hint="--update-encoding"
+        )
     options = FederatedDemoOptions(
         plan=DemoPlan(members_per_store=members),
         rounds=rounds,
         local_epochs=local_epochs,
         strategy=strategy,
+        update_encoding=update_encoding,
     )
     root = workdir or Path(tempfile.mkdtemp(prefix="loyalnet-demo-"))
     if workdir is not None:

@@ -52,6 +52,7 @@ class FederatedDemoOptions:
     local_epochs: int = 1
     learning_rate: float = 0.001
     strategy: str = "fedavg"
+    update_encoding: str = "float32"
     calibration_people: int = DEFAULT_CALIBRATION_PEOPLE
     round_timeout_seconds: float = 600.0
     rollout_timeout_seconds: float = 900.0
@@ -117,6 +118,7 @@ def run_federated_demo(
             local_epochs=options.local_epochs,
             learning_rate=options.learning_rate,
             stores=len(reports),
+            update_encoding=options.update_encoding,
         )
         outcome = chain.follow(run_id, step, options.rounds * options.round_timeout_seconds + 120.0)
         version = outcome.run.model_version
@@ -192,6 +194,7 @@ def summary_json(
         "model_version": version,
         "run_id": outcome.run.run_id,
         "strategy": options.strategy,
+        "update_encoding": options.update_encoding,
         "local_epochs": options.local_epochs,
     }
 

@@ -4,7 +4,8 @@ A training round's config (a Flower ConfigRecord) holds the run's local training
 kebab case (``coordinator.run_config.TRAINING_DEFAULTS``: ``local-epochs``, ``batch-size``,
 ``learning-rate``, ``weight-decay``, ``margin``, ``scale``, ``min-members``,
 ``freeze-batchnorm``, ``seed``), plus what Flower's strategies add: ``server-round`` (FedAvg),
-``proximal-mu`` (FedProx) and ``clipping_norm`` (client-side DP clipping). The store compares
+``proximal-mu`` (FedProx) and ``clipping_norm`` (client-side DP clipping), and how the reply
+is to be encoded (``update-encoding``, ``loyalnet.update_encoding``). The store compares
 it with its own limits (``store.toml``'s ``[training]``, :class:`TrainingLimits`) before it
 loads any training data, and declines a round that asks for more.
 
@@ -34,6 +35,7 @@ from dataclasses import fields
 
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
+from loyalnet.update_encoding import UPDATE_ENCODING_KEY, UpdateEncodingError, encoding_named
 from store_node.config import TRAINING_TABLE, TrainingLimits
 from store_node.training.errors import TrainingError
 from store_node.training.local import TrainingConfig
@@ -43,7 +45,11 @@ SERVER_ROUND_KEY = "server-round"
 
 ROUND_KEYS = frozenset(
     {f.name for f in fields(TrainingConfig)}
-    | {SERVER_ROUND_KEY.replace("-", "_"), KEY_CLIPPING_NORM.replace("-", "_")}
+    | {
+        SERVER_ROUND_KEY.replace("-", "_"),
+        KEY_CLIPPING_NORM.replace("-", "_"),
+        UPDATE_ENCODING_KEY.replace("-", "_"),
+    }
 )
 """Every round config key a store knows, with ``-`` spelt ``_`` (``from_run_config`` reads both)."""
 
@@ -68,7 +74,10 @@ def round_refusal(settings: Mapping[str, object], limits: TrainingLimits) -> str
         spelt[name] = key
     try:
         config = TrainingConfig.from_run_config(settings)
-    except TrainingError as err:
+        encoding = spelt.get(UPDATE_ENCODING_KEY.replace("-", "_"))
+        if encoding is not None:
+            encoding_named(settings[encoding])
+    except (TrainingError, UpdateEncodingError) as err:
         return f"the round config is not valid ({_shown(str(err), 300)})"
     return _beyond_limits(config, settings.get(KEY_CLIPPING_NORM), limits)
 

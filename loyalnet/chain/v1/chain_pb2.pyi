@@ -642,6 +642,7 @@ class StartTrainingRequest(_message.Message):
     LOCAL_EPOCHS_FIELD_NUMBER: _builtins.int
     LEARNING_RATE_FIELD_NUMBER: _builtins.int
     MIN_STORES_FIELD_NUMBER: _builtins.int
+    UPDATE_ENCODING_FIELD_NUMBER: _builtins.int
     rounds: _builtins.int
     """0 = the coordinator's default"""
     strategy: _builtins.str
@@ -652,6 +653,8 @@ class StartTrainingRequest(_message.Message):
     learning_rate: _builtins.float
     min_stores: _builtins.int
     """a round waits for at least this many stores"""
+    update_encoding: _builtins.str
+    """How stores send their trained backbone: "float32" or "float16-delta" (half the bytes)."""
     def __init__(
         self,
         *,
@@ -660,10 +663,11 @@ class StartTrainingRequest(_message.Message):
         local_epochs: _builtins.int = ...,
         learning_rate: _builtins.float = ...,
         min_stores: _builtins.int = ...,
+        update_encoding: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_stores", b"min_stores", "rounds", b"rounds", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_stores", b"min_stores", "rounds", b"rounds", "strategy", b"strategy", "update_encoding", b"update_encoding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
