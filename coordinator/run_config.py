@@ -21,8 +21,10 @@ them into the app's pyproject.toml. Keys:
   default 0.2).
 - ``proximal-mu``: FedProx's mu, sent to the stores when the strategy is FedProx.
 - ``num-rounds``: rounds in the run.
-- ``min-stores``: a round starts only with at least this many stores connected, and all
-  connected stores are asked to train.
+- ``min-stores``: a round starts only with at least this many stores connected.
+- ``fraction-train``: the share of connected stores asked to train each round, in (0, 1]
+  (default 1: all of them). Flower's FedAvg samples them at random, at least ``min-stores``;
+  a chain of thousands of stores asks a few hundred a round.
 - ``store-wait-seconds``: how long a round waits for ``min-stores`` stores before the run
   fails (Flower itself would wait forever).
 - ``round-timeout-seconds``: how long a round waits for replies; a store that has not
@@ -107,6 +109,7 @@ _SERVER_DEFAULTS: dict[str, ConfigValue] = {
     "proximal-mu": 0.01,
     "num-rounds": 1,
     "min-stores": 2,
+    "fraction-train": 1.0,
     "store-wait-seconds": 600.0,
     "round-timeout-seconds": 3600.0,
     "trim-fraction": DEFAULT_TRIM_FRACTION,
@@ -149,6 +152,7 @@ class FederationSettings:
     max_weight_multiple: float = DEFAULT_MAX_WEIGHT_MULTIPLE
     registry_run_id: int = 0
     update_encoding: UpdateEncoding = FLOAT32
+    fraction_train: float = 1.0
 
     def round_config(self) -> dict[str, bool | int | float | str]:
         """What every store is sent with the global model: the training settings, and the
@@ -234,7 +238,15 @@ class FederationSettings:
             # Absent from apps written before runs were reported: then nothing is reported.
             registry_run_id=_whole({"registry-run-id": 0, **values}, "registry-run-id", minimum=0),
             update_encoding=_encoding({UPDATE_ENCODING_KEY: FLOAT32, **values}),
+            fraction_train=_fraction({"fraction-train": 1.0, **values}),
         )
+
+
+def _fraction(values: Mapping[str, object]) -> float:
+    value = _number(values, "fraction-train", minimum=0.0)
+    if not 0 < value <= 1:
+        raise RunConfigError(f"run config fraction-train = {value} should be in (0, 1].")
+    return value
 
 
 def _encoding(values: Mapping[str, object]) -> UpdateEncoding:

@@ -90,10 +90,11 @@ def build_strategy(
 ) -> StoreRounds:
     """The run's averaging strategy, wrapped in :class:`StoreRounds` with every store screened.
 
-    Every connected store is asked each round (``fraction_train`` 1.0); a round needs at least
-    ``min-stores`` of them. There is no federated evaluation round: the stores have no
-    evaluate handler, and the model is judged when a store adopts it. A private run wraps the
-    averaging strategy in :class:`StorePrivacy`, which bounds the updates' norms itself.
+    Each round asks ``fraction-train`` of the connected stores (all by default), sampled by
+    Flower, and needs at least ``min-stores`` of them. There is no federated evaluation round:
+    the stores have no evaluate handler, and the model is judged when a store adopts it. A
+    private run wraps the averaging strategy in :class:`StorePrivacy`, which bounds the
+    updates' norms itself.
     """
     kinds: dict[StrategyName, Callable[..., FedAvg]] = {
         "fedavg": FedAvg,
@@ -102,7 +103,7 @@ def build_strategy(
         "median": FedMedian,
     }
     inner: Strategy = kinds[settings.strategy](
-        fraction_train=1.0,
+        fraction_train=settings.fraction_train,
         fraction_evaluate=0.0,
         min_train_nodes=settings.min_stores,
         min_available_nodes=settings.min_stores,

@@ -13,6 +13,7 @@ rounds = 10                   # federated rounds, >= 1
 strategies = ["none", "local-only", "fedavg", "fedprox", "fedavg-dp", "centralized"]
 proximal_mu = 0.01            # FedProx mu, >= 0
 update_encoding = "float32"   # or "float16-delta": stores send their change in float16
+fraction_train = 1.0          # share of the stores asked each federated round, in (0, 1]
 
 [[stores]]
 condition = "clean"           # clean, low_light, motion_blur, low_resolution, grayscale, yale
@@ -253,6 +254,7 @@ class Experiment:
         proximal_mu: FedProx's mu for the ``fedprox`` strategy, >= 0.
         update_encoding: how the federated strategies' stores send their update
             (``loyalnet.update_encoding``): "float32" or "float16-delta".
+        fraction_train: the share of stores Flower samples for each federated round, (0, 1].
         privacy: DP settings for the ``fedavg-dp`` strategy.
         evaluation: how models are measured.
         source: the file it was read from, None when built from a mapping.
@@ -267,6 +269,7 @@ class Experiment:
     training: TrainingSpec
     proximal_mu: float = 0.01
     update_encoding: str = "float32"
+    fraction_train: float = 1.0
     privacy: PrivacySpec = field(default_factory=PrivacySpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     source: Path | None = None
@@ -297,6 +300,7 @@ class Experiment:
             "strategies": list(self.strategies),
             "proximal_mu": self.proximal_mu,
             "update_encoding": self.update_encoding,
+            "fraction_train": self.fraction_train,
             "stores": [asdict(group) for group in self.stores],
             "members": asdict(self.members),
             "training": asdict(self.training),
@@ -340,6 +344,7 @@ _TOP_KEYS = (
     "strategies",
     "proximal_mu",
     "update_encoding",
+    "fraction_train",
     "stores",
     "members",
     "training",
@@ -375,6 +380,9 @@ def experiment_from_dict(data: Mapping[str, Any], source: Path | None = None) ->
     )
     proximal_mu = check.number(data.get("proximal_mu", 0.01), "proximal_mu", low=0.0)
     update_encoding = check.text(data.get("update_encoding", FLOAT32), "update_encoding")
+    fraction_train = check.number(data.get("fraction_train", 1.0), "fraction_train", low=0.0)
+    if not 0 < fraction_train <= 1:
+        raise check.error(f"fraction_train = {fraction_train} should be in (0, 1].")
     if update_encoding not in ENCODINGS:
         raise check.error(
             f"update_encoding = {_show(update_encoding)} is unknown; use one of "
@@ -406,6 +414,7 @@ def experiment_from_dict(data: Mapping[str, Any], source: Path | None = None) ->
         training=training,
         proximal_mu=proximal_mu,
         update_encoding=update_encoding,
+        fraction_train=fraction_train,
         privacy=privacy,
         evaluation=evaluation,
         source=source,

@@ -85,7 +85,8 @@ def settings_for(
         strategy="fedprox" if strategy == "fedprox" else "fedavg",
         proximal_mu=experiment.proximal_mu,
         num_rounds=experiment.rounds,
-        min_stores=stores,
+        # Flower samples max(fraction x stores, min-stores): the minimum is the sample itself.
+        min_stores=max(1, round(stores * experiment.fraction_train)),
         store_wait_seconds=STORE_WAIT_SECONDS,
         round_timeout_seconds=3600.0,
         training=experiment.store_training(),
@@ -93,6 +94,7 @@ def settings_for(
         dp_clipping_norm=experiment.privacy.clipping_norm,
         dp_delta=experiment.privacy.delta,
         update_encoding=encoding_named(experiment.update_encoding),
+        fraction_train=experiment.fraction_train,
     )
 
 

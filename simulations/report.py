@@ -344,8 +344,13 @@ def _operating_table(results: SimulationResults) -> str:
 
 
 def _footer(results: SimulationResults) -> str:
+    memory = (
+        f" Peak memory of the simulation process: {results.peak_rss_mb:.0f} MB."
+        if results.peak_rss_mb
+        else ""
+    )
     lines = [
-        f"LFW pairs used: {results.lfw_pairs}. Total wall time: {results.seconds:.1f} s.",
+        f"LFW pairs used: {results.lfw_pairs}. Total wall time: {results.seconds:.1f} s.{memory}",
     ]
     # Notes may span lines; a bullet must stay on one.
     notes = [(name, " ".join(s.notes.split())) for name, s in results.strategies.items()]

@@ -142,6 +142,8 @@ class SimulationResults:
         lfw_pairs: View 2 pairs used for ``lfw_accuracy`` (those without trained people).
         strategies: strategy name -> its result, in the experiment's order.
         seconds: wall time of the whole simulation.
+        peak_rss_mb: the simulation process's peak resident memory (the simulated stores' Ray
+            workers are separate processes, as many as there are CPUs, not stores).
     """
 
     experiment: str
@@ -152,6 +154,7 @@ class SimulationResults:
     lfw_pairs: int
     strategies: dict[str, StrategyResult]
     seconds: float = 0.0
+    peak_rss_mb: float = 0.0
 
     def write(self, folder: Path) -> Path:
         """Write ``folder/results.json`` (replacing it) and return its path."""
@@ -189,6 +192,7 @@ class SimulationResults:
                 lfw_pairs=int(data["lfw_pairs"]),
                 strategies=strategies,
                 seconds=float(data.get("seconds", 0.0)),
+                peak_rss_mb=float(data.get("peak_rss_mb", 0.0)),
             )
         except FileNotFoundError:
             raise ResultsError(

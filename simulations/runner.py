@@ -24,6 +24,7 @@ the plots.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -199,6 +200,7 @@ def run_experiment(
         lfw_pairs=len(evaluation.lfw),
         strategies=ordered,
         seconds=time.perf_counter() - started,
+        peak_rss_mb=_peak_rss_mb(),
     )
     simulation.write(out)
     write_report(out)
@@ -206,6 +208,11 @@ def run_experiment(
 
 
 # -- photos and the evaluation set ------------------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory, in MB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _describe(population: Population, book: PhotoBook) -> list[dict[str, Any]]:

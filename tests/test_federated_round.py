@@ -35,6 +35,7 @@ from loyalnet.packed_backbone import (
     RUNNING_VARIANCES,
     BackboneLayout,
 )
+from loyalnet.update_encoding import DELTA_SUFFIX
 from store_node.config import StoreConfig, StorePaths, write_config
 from store_node.enrolment import EnrolmentRequest, enrol_member
 from store_node.face import FacePipeline
@@ -271,6 +272,54 @@ def test_one_round_two_stores_and_the_wire(
     total = store_a.crops + store_b.crops
     for key, value in model.items():
         mean = sum(state[key] * (weight / total) for state, weight in updates.values())
+        assert torch.allclose(value, mean, atol=1e-6), key
+
+
+@pytest.mark.slow
+def test_a_float16_round_sends_the_change_in_half_the_bytes(
+    federation: Federation, store_a: Store, store_b: Store
+) -> None:
+    """``update-encoding = "float16-delta"``: each store sends its change from the global model
+    in float16, the same three arrays' names with the suffix, nothing else, about half the bytes;
+    the coordinator averages the changes added back to the model it sent."""
+    recorded = {
+        "a": federation.add_store("store-a", store_a),
+        "b": federation.add_store("store-b", store_b),
+    }
+    federation.flower.wait_for_supernodes(2)
+    status = federation.run(
+        **{"min-stores": 2, "store-wait-seconds": 60, "update-encoding": "float16-delta"}
+    )
+    assert status.completed, federation.flower.run_log(status.run_id)
+    federation.flower.stop()
+
+    layout = BackboneLayout.of(pretrained_backbone())
+    start = layout.pack(pretrained_backbone())
+    expected = {key + DELTA_SUFFIX: (size,) for key, size in layout.sizes().items()}
+    changes = {}
+    for name, store in (("a", store_a), ("b", store_b)):
+        exchanges = recorded[name].recorded()
+        reply = _one_reply(exchanges)
+        arrays = reply.content.array_records["arrays"]
+        assert {key: tuple(a.shape) for key, a in arrays.items()} == expected
+        assert {a.dtype for a in arrays.values()} == {"float16"}
+        metrics = reply.content.metric_records["metrics"]
+        assert metrics["arrays-bytes"] == arrays.count_bytes()
+        assert arrays.count_bytes() < 0.51 * 4 * sum(layout.sizes().values())
+        _assert_no_member_data(exchanges, store)
+        sent = sum(len(x.request) + len(x.request_headers) for x in exchanges)
+        print(f"store {name}: sent {sent} bytes in {len(exchanges)} requests (float16 change)")
+        changes[name] = (
+            {
+                k.removesuffix(DELTA_SUFFIX): torch.from_numpy(a.numpy().astype("float32"))
+                for k, a in arrays.items()
+            },
+            store.crops,
+        )
+    model = layout.pack(load_model_version(_only_version(federation.coordinator)))
+    total = store_a.crops + store_b.crops
+    for key, value in model.items():
+        mean = start[key] + sum(c[key] * (w / total) for c, w in changes.values())
         assert torch.allclose(value, mean, atol=1e-6), key
 
 

@@ -639,6 +639,8 @@ def test_the_robust_options_build_flowers_strategies() -> None:
         {"max-weight-multiple": 0.5},
         {"strategy": "median", "dp-noise-multiplier": 1.0},
         {"strategy": "trimmed-mean", "dp-noise-multiplier": 1.0},
+        {"fraction-train": 0.0},
+        {"fraction-train": 1.5},
     ],
 )
 def test_run_config_refuses_bad_robustness_values(
@@ -646,6 +648,18 @@ def test_run_config_refuses_bad_robustness_values(
 ) -> None:
     with pytest.raises(RunConfigError):
         _settings(**overrides)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_chain_of_many_stores_asks_a_sample_each_round() -> None:
+    """fraction-train 0.1 of 40 connected stores: Flower asks 4, at least min-stores."""
+    start = ArrayRecord({key: Array(value) for key, value in _global().items()})
+    grid = cast(Grid, FakeGrid(list(range(100, 140))))
+    sampled = build_strategy(_settings(**{"fraction-train": 0.1}))
+    asked = list(sampled.configure_train(1, start, ConfigRecord(), grid))
+    assert len(asked) == 4 and len({m.metadata.dst_node_id for m in asked}) == 4
+    everyone = build_strategy(_settings())
+    assert len(list(everyone.configure_train(1, start, ConfigRecord(), grid))) == 40
 
 
 def test_a_private_median_built_without_the_run_config_is_refused() -> None:

@@ -154,6 +154,8 @@ def test_costs_and_privacy_are_accounted_per_strategy(
     assert final["fedavg-dp"]["epsilon"] == pytest.approx(expected.epsilon)
     assert all(final[n]["epsilon"] is None for n in final if n != "fedavg-dp")
     assert "pooled" in results["strategies"]["centralized"]["notes"]
+    # The embedder, Flower and Ray's driver: hundreds of MB, and a real measurement.
+    assert 100 < results["peak_rss_mb"] < 16_000
 
 
 def test_stores_and_held_out_people_are_recorded(
