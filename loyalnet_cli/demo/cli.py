@@ -57,10 +57,10 @@ def federated(
     update_encoding: Annotated[
         str,
         typer.Option(
-            help="How stores send their trained model: float32, or float16-delta (its change "
-            "from the global model in float16: half the bytes)."
+            help="How stores send their trained model: float16-delta (its change from the "
+            "global model in float16: half the bytes), or float32."
         ),
-    ] = "float32",
+    ] = "float16-delta",
     workdir: Annotated[
         Path | None,
         typer.Option(

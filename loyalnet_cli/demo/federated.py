@@ -52,7 +52,7 @@ class FederatedDemoOptions:
     local_epochs: int = 1
     learning_rate: float = 0.001
     strategy: str = "fedavg"
-    update_encoding: str = "float32"
+    update_encoding: str = "float16-delta"
     calibration_people: int = DEFAULT_CALIBRATION_PEOPLE
     round_timeout_seconds: float = 600.0
     rollout_timeout_seconds: float = 900.0
