@@ -141,15 +141,22 @@ def _handler_for(recorder: FleetRecorder) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def sent_messages(exchanges: list[Exchange]) -> list[Message]:
-    """The messages the SuperNode pushed in ``exchanges``, rebuilt with their content."""
+def sent_messages(
+    exchanges: list[Exchange], elsewhere: list[Exchange] | None = None
+) -> list[Message]:
+    """The messages the SuperNode pushed in ``exchanges``, rebuilt with their content.
+
+    Args:
+        elsewhere: other nodes' exchanges, for objects this node did not push because the
+            SuperLink already held them (two stores' identical all-zero float16 changes).
+    """
     roots = [
         tree.object_id
         for exchange in exchanges
         if exchange.path.endswith("/push-messages")
         for tree in PushMessagesRequest.FromString(exchange.request).message_object_trees
     ]
-    return _inflated(roots, exchanges)
+    return _inflated(roots, [*(elsewhere or []), *exchanges])
 
 
 def received_messages(exchanges: list[Exchange]) -> list[Message]:
