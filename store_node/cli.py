@@ -567,10 +567,13 @@ def _print_calibration(summary: dict[str, Any]) -> None:
             f"{summary['fnir']['rate']:.1%} of {summary['fnir']['searches']} searches"
         )
     if not expected["shown_at_target"]:
+        if summary["governed_by"] == "own camera":
+            why = "the threshold is its highest impostor score"
+        else:
+            why = "the threshold rests on the reference's tail, moved by the camera's shift"
         out.print(
-            "[yellow]the store's own sample is too small to show an FPIR this low; the "
-            "threshold is its highest impostor score, and the interval says how sure that is. "
-            "It tightens as members enrol.[/]"
+            "[yellow]the store's own sample is too small to show an FPIR this low; "
+            f"{why}, and the interval says how sure that is. It tightens as members enrol.[/]"
         )
     if not summary["reference"]["reliable"]:
         out.print("[yellow]too few impostor pairs for this FAR: calibrate with more people[/]")
