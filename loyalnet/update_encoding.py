@@ -84,11 +84,13 @@ def is_float16_delta(record: ArrayRecord) -> bool:
 def decode_float16_delta(sent: ArrayRecord, global_arrays: ArrayRecord) -> ArrayRecord:
     """The float32 weights ``global + change`` of an encoded reply, in the global order.
 
+    The sender's declared dtype and shape are checked against the bytes themselves: a change
+    of one number declared as a whole array would otherwise broadcast over it.
+
     Raises:
         UpdateEncodingError: ``sent`` is not an encoded change of ``global_arrays`` (other
-            names or shapes, or not float16).
+            names or shapes, not float16, or bytes that are not what they declare).
     """
-    restored = {}
     for name in sent:
         if not name.endswith(DELTA_SUFFIX):
             raise UpdateEncodingError(f"array {name!r} is not a float16 change.")
@@ -96,10 +98,20 @@ def decode_float16_delta(sent: ArrayRecord, global_arrays: ArrayRecord) -> Array
             raise UpdateEncodingError(f"array {name!r} is {sent[name].dtype}, not float16.")
     plain = ArrayRecord({name.removesuffix(DELTA_SUFFIX): sent[name] for name in sent})
     _check_same(plain, global_arrays, "the reply")
+    restored = {}
     for name in global_arrays:
+        try:
+            change = plain[name].numpy()
+        except (TypeError, ValueError, OSError, EOFError) as err:
+            raise UpdateEncodingError(f"array {name!r} cannot be read ({err}).") from None
+        expected = tuple(global_arrays[name].shape)
+        if change.dtype != np.float16 or change.shape != expected:
+            raise UpdateEncodingError(
+                f"array {name!r} holds {change.dtype} {change.shape}, not the float16 "
+                f"{expected} it declares."
+            )
         origin = global_arrays[name].numpy().astype(np.float32)
-        change = plain[name].numpy().astype(np.float32)
-        restored[name] = Array(origin + change)
+        restored[name] = Array(origin + change.astype(np.float32))
     return ArrayRecord(restored)
 
 

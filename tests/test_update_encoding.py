@@ -102,6 +102,17 @@ def test_an_encoded_reply_that_does_not_fit_the_global_model_is_refused(
             ),
             _record(received),
         )
+    # A store's word against its bytes: one number declared as the whole array must not
+    # broadcast over it, and bytes that are no array must not escape as a crash.
+    one = Array(np.full(1, 3.0, np.float16))
+    for data, reason in ((one.data, "it declares"), (b"not numpy", "cannot be read")):
+        lying = _record({n + DELTA_SUFFIX: v.astype(np.float16) for n, v in received.items()})
+        honest = lying["backbone.running_mean" + DELTA_SUFFIX]
+        lying["backbone.running_mean" + DELTA_SUFFIX] = Array(
+            honest.dtype, honest.shape, honest.stype, data
+        )
+        with pytest.raises(UpdateEncodingError, match=reason):
+            decode_float16_delta(lying, _record(received))
     float32_change = _record({n + DELTA_SUFFIX: v for n, v in received.items()})
     with pytest.raises(UpdateEncodingError, match="not float16"):
         decode_float16_delta(float32_change, _record(received))
