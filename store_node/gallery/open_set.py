@@ -133,7 +133,8 @@ def own_camera_sample(
     members = int(starts.size) if owners else 0
     if members < 2:
         return None
-    member_of = np.repeat(np.arange(members), np.diff(np.r_[starts, len(owners)]))
+    ends = np.r_[starts[1:], len(owners)]
+    member_of = np.repeat(np.arange(members), ends - starts)
     chosen = np.unique(np.linspace(0, len(owners) - 1, num=min(max_probes, len(owners))).round())
     chosen = chosen.astype(np.int64)
     impostor: list[NDArray[np.float32]] = []
@@ -148,11 +149,15 @@ def own_camera_sample(
         # A template is not its own comparison: the leave-one-out genuine score needs the rest.
         similarity[np.arange(block.size), block] = -np.inf
         mine = member_of[block]
-        strangers = similarity[member_of[None, :] != mine[:, None]]
-        template_pairs += strangers.size
-        tail = _highest(np.concatenate([tail, strangers.astype(np.float32)]), TAIL_KEEP)
         per_member = np.maximum.reduceat(similarity, starts, axis=1)
         own_best[first : first + block.size] = per_member[np.arange(block.size), mine]
+        # Template level: the own member's columns leave the block (done with it above), and
+        # only scores that can still enter the kept tail are copied out of it.
+        for row, member in enumerate(mine):
+            similarity[row, starts[member] : ends[member]] = -np.inf
+        template_pairs += int((len(owners) - (ends[mine] - starts[mine])).sum())
+        cutoff = tail[-1] if tail.size == TAIL_KEEP else -np.inf
+        tail = _highest(np.concatenate([tail, similarity[similarity > cutoff]]), TAIL_KEEP)
         per_member[np.arange(block.size), mine] = -np.inf
         other_best[first : first + block.size] = per_member.max(axis=1)
         others = np.ones_like(per_member, dtype=bool)
