@@ -26,6 +26,8 @@ STORE_ENV = "LOYALNET_STORE"
 COORDINATOR_ENV = "LOYALNET_COORDINATOR"
 CONFIG_ENV = "LOYALNET_CONFIG"
 THREADS_ENV = "LOYALNET_THREADS"
+CACHE_ENV = "LOYALNET_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/loyalnet")
 DEFAULT_CONFIG_PATH = Path("~/.config/loyalnet/config.toml")
 DEFAULT_STORE_DIR = Path("store")
 DEFAULT_COORDINATOR_DIR = Path("coordinator-home")
@@ -57,6 +59,17 @@ class Settings:
             threads=_threads(threads_value),
             coordinator_dir=Path(str(coordinator_dir)).expanduser(),
         )
+
+
+def cache_home(env: Mapping[str, str] | None = None) -> Path:
+    """Where derived files that can be rebuilt live (exported ONNX graphs): ``$LOYALNET_CACHE``,
+    else ``$XDG_CACHE_HOME/loyalnet``, else ``~/.cache/loyalnet``."""
+    env = os.environ if env is None else env
+    if env.get(CACHE_ENV):
+        return Path(env[CACHE_ENV]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "loyalnet"
+    return DEFAULT_CACHE_DIR.expanduser()
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,18 @@ from rich.table import Table
 
 from loyalnet.errors import LoyalnetError
 from loyalnet.settings import STORE_ENV, Settings
-from store_node.config import StoreConfig, StorePaths, new_store_id, read_config, write_config
+from store_node.camera.fusion import FUSIONS
+from store_node.camera.service import ServiceSettings
+from store_node.camera.visit_log import VisitEvent, VisitLog, forget_member_visits
+from store_node.config import (
+    DEFAULT_LOCAL_API,
+    CameraSettings,
+    StoreConfig,
+    StorePaths,
+    new_store_id,
+    read_config,
+    write_config,
+)
 from store_node.enrolment import EnrolmentRequest, enrol_member
 from store_node.face import FacePipeline
 from store_node.gallery import Gallery, ScrubError, parse_purposes
@@ -223,20 +235,167 @@ def serve(
             "(as `loyalnet store calibrate --limit`); fewer is faster and less exact.",
         ),
     ] = DEFAULT_CALIBRATION_PEOPLE,
+    camera: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--camera",
+            help="A camera besides those of store.toml, as NAME=SOURCE; SOURCE is a camera "
+            "index (0), an rtsp:// or http(s):// stream, a video file or a folder of images. "
+            f"Looked at {CameraSettings.fps:g} times a second, faces from "
+            f"{CameraSettings.smallest_face} pixels wide. Repeat for more cameras.",
+            show_default=False,
+        ),
+    ] = None,
+    fusion: Annotated[
+        str,
+        typer.Option(
+            help="How a visit's best frames decide: mean (average their embeddings) or vote."
+        ),
+    ] = "mean",
+    api: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the store's local gRPC API (loyalnet.store.v1: visit events, enrol, "
+            "identify, erase, health) listens, as HOST:PORT, or off; default: [local_api] "
+            f"of store.toml, else {DEFAULT_LOCAL_API}.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the store: keep it in step with the chain's control plane until SIGTERM or Ctrl-C.
+    """Run the store until SIGTERM or Ctrl-C: its cameras, and its link to the chain.
 
-    Sends a heartbeat of aggregate numbers (never a member's data), carries out the chain's
-    erasures and model adoptions, and answers each with a receipt signed by the store's node
-    key, kept in sync.db until the coordinator has it. While the coordinator is unreachable
-    it retries with back-off. Needs a store that joined with `loyalnet store join ...
-    --control-plane HOST:PORT --certificate FILE`. Logs go to stderr.
+    Cameras ([[cameras]] in store.toml, or --camera): each face is followed while in view,
+    recognised once from its best frames, and logged as one visit in visits.db: a member's
+    visit with the member id, a stranger's with the camera and times only. No frame, face
+    or stranger's template is kept. See `loyalnet store visits` and `loyalnet store footfall`.
+
+    Local API (gRPC, loyalnet.store.v1, on 127.0.0.1:7070 unless --api or [local_api] says
+    otherwise): the store's own systems stream visit events (resuming from the last event id
+    they saw), enrol, identify a photo, erase a member and read the cameras' health.
+
+    Control plane (after `loyalnet store join ... --control-plane HOST:PORT --certificate
+    FILE`): a heartbeat of aggregate numbers (never a member's data), the chain's erasures
+    and model adoptions, each answered with a receipt signed by the store's node key. While
+    the coordinator is unreachable it retries with back-off. Logs go to stderr.
     """
     configure_logging()
-    settings = AgentSettings(
-        calibration_people=calibration_people, threads=Settings.from_environment().threads
+    threads = Settings.from_environment().threads
+    settings = AgentSettings(calibration_people=calibration_people, threads=threads)
+    if fusion not in FUSIONS:
+        raise LoyalnetError(f"--fusion {fusion} is not known; use {' or '.join(FUSIONS)}.")
+    cameras = tuple(_camera_option(text) for text in camera or [])
+    camera_settings = ServiceSettings(fusion=fusion)
+    paths = _paths(store)
+    local_api = None
+    if api is not None:
+        configured = read_config(paths).local_api
+        local_api = replace(configured, address="" if api == "off" else api)
+    raise typer.Exit(
+        serve_store(
+            paths.root,
+            once=once,
+            settings=settings,
+            cameras=cameras,
+            camera_settings=camera_settings,
+            api=local_api,
+        )
     )
-    raise typer.Exit(serve_store(_paths(store).root, once=once, settings=settings))
+
+
+def _camera_option(text: str) -> CameraSettings:
+    name, equals, source = text.partition("=")
+    if not equals or not name.strip() or not source.strip():
+        raise LoyalnetError(
+            f"--camera {text} is not NAME=SOURCE; write e.g. --camera entrance=0 or "
+            "--camera door=/videos/door.mp4."
+        )
+    return CameraSettings(name=name.strip(), source=source.strip())
+
+
+@store_app.command()
+def visits(
+    store: StoreOption = None,
+    after: Annotated[
+        int, typer.Option(min=0, help="Only events numbered above this (the last one seen).")
+    ] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """The cameras' visit events, oldest first: member visits name the member; unknown
+    visits hold the camera and times only. Events are kept 7 days (erasure removes a
+    member's at once); read on from the last event id you saw with --after."""
+    paths = _paths(store)
+    read_config(paths)
+    with VisitLog.open(paths.root, create=False) as log:
+        events = log.events_after(after, limit)
+    if as_json:
+        print(json.dumps({"events": [_event_json(e) for e in events]}))
+        return
+    table = Table("event", "camera", "started", "ended", "who", "similarity", "frames")
+    for e in events:
+        v = e.visit
+        table.add_row(
+            str(e.event_id),
+            escape(v.camera),
+            v.started_at.isoformat(timespec="seconds"),
+            v.ended_at.isoformat(timespec="seconds"),
+            f"[green]{escape(v.member_id)}[/]" if v.member_id else "unknown",
+            f"{v.similarity:.3f}" if v.similarity is not None else "",
+            str(v.frames_used) if v.frames_used is not None else "",
+        )
+    out.print(table)
+
+
+def _event_json(event: VisitEvent) -> dict[str, Any]:
+    v = event.visit
+    record: dict[str, Any] = {
+        "event": event.event_id,
+        "camera": v.camera,
+        "started_at": v.started_at.isoformat(),
+        "ended_at": v.ended_at.isoformat(),
+        "member": v.member_id,
+    }
+    if v.member_id is not None:
+        record |= {"similarity": v.similarity, "frames_used": v.frames_used}
+    return record
+
+
+@store_app.command()
+def footfall(
+    store: StoreOption = None,
+    hours: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only the last this many hours (default: all kept)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Visits per camera and hour (UTC): members recognised and everyone else. Numbers only."""
+    paths = _paths(store)
+    read_config(paths)
+    since = None if hours is None else datetime.now(UTC) - timedelta(hours=hours - 1)
+    with VisitLog.open(paths.root, create=False) as log:
+        counts = log.footfall(since)
+    if as_json:
+        rows = [
+            {
+                "camera": c.camera,
+                "hour": c.hour.isoformat(),
+                "member_visits": c.member_visits,
+                "unknown_visits": c.unknown_visits,
+            }
+            for c in counts
+        ]
+        print(json.dumps({"footfall": rows}))
+        return
+    table = Table("hour (UTC)", "camera", "member visits", "unknown visits")
+    for c in counts:
+        table.add_row(
+            c.hour.strftime("%Y-%m-%d %H:00"),
+            escape(c.camera),
+            str(c.member_visits),
+            str(c.unknown_visits),
+        )
+    out.print(table)
 
 
 @store_app.command()
@@ -395,10 +554,11 @@ def erase(
     as_json: JsonOption = False,
 ) -> None:
     """Forget a member completely: templates, crops, consent. Leaves a receipt, no biometrics."""
-    with _opened(store) as (_, _config, gallery):
+    with _opened(store) as (paths, _config, gallery):
         if not yes and not typer.confirm(f"erase member {member} for good?"):
             raise typer.Exit(1)
         receipt = gallery.erase(member)
+    visit_events = forget_member_visits(paths.root, member)
     if as_json:
         print(
             json.dumps(
@@ -409,13 +569,15 @@ def erase(
                     "templates_removed": receipt.templates_removed,
                     "crops_removed": receipt.crops_removed,
                     "consents_removed": receipt.consents_removed,
+                    "visit_events_removed": visit_events,
                 }
             )
         )
         return
     out.print(
         f"member {escape(member)} erased: {receipt.templates_removed} template(s), "
-        f"{receipt.crops_removed} crop(s), {receipt.consents_removed} consent record(s); "
+        f"{receipt.crops_removed} crop(s), {receipt.consents_removed} consent record(s), "
+        f"{visit_events} visit event(s); "
         f"receipt [bold]{receipt.receipt_id}[/]"
     )
 

@@ -24,6 +24,9 @@ float (``1`` is 1.0); ``true``/``false`` are never numbers.
 The optional ``[training]`` table is the store's privacy floor (:class:`TrainingLimits`):
 what a federated training round may ask of this store. A round asking for more is declined
 before any training (``store_node.client_app``). A file without the table gets the defaults.
+
+Each ``[[cameras]]`` table names one camera ``loyalnet store serve`` reads
+(:class:`CameraSettings`); a store without one recognises photos only.
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ CA_CERTIFICATE_NAME = "ca.crt"
 CONTROL_PLANE_CERTIFICATE_NAME = "control-plane.crt"
 TRAINING_TABLE = "training"
 """The ``store.toml`` table of the store's privacy floor (:class:`TrainingLimits`)."""
+LOCAL_API_TABLE = "local_api"
+"""The ``store.toml`` table of the store's local gRPC API (:class:`LocalApiSettings`)."""
+DEFAULT_LOCAL_API = "127.0.0.1:7070"
+CAMERAS_TABLE = "cameras"
+"""The ``store.toml`` array of tables, one per camera (:class:`CameraSettings`)."""
+MAX_CAMERA_FPS = 60.0
+MAX_CAMERAS = 32
 
 LABEL_MAX_CHARS = 64
 MAX_MIN_MEMBERS = 1_000_000
@@ -89,7 +99,7 @@ def _label(value: str) -> bool:
     return 0 < len(value) <= LABEL_MAX_CHARS and value.isprintable() and value == value.strip()
 
 
-def _address(value: str) -> bool:
+def _address(value: str, lowest_port: int = 1) -> bool:
     """``HOST:PORT`` (an IPv6 host in brackets), or "" for none."""
     if value == "":
         return True
@@ -102,7 +112,7 @@ def _address(value: str) -> bool:
         and port.isascii()
         and port.isdigit()
         and str(int(port)) == port
-        and 1 <= int(port) <= 65535
+        and lowest_port <= int(port) <= 65535
     )
 
 
@@ -175,6 +185,92 @@ _TRAINING_RULES: dict[str, _Rule] = {
         optional=True,
     ),
 }
+
+
+_CAMERA_RULES: dict[str, _Rule] = {
+    "name": _Rule(
+        str,
+        f"a printable label of 1 to {LABEL_MAX_CHARS} characters without surrounding spaces, "
+        'e.g. "entrance"',
+        _label,
+    ),
+    "source": _Rule(
+        str,
+        "a camera index (0), an rtsp:// or http(s):// stream, a video file or a folder of images",
+        lambda x: 0 < len(x) <= 1000 and x.isprintable(),
+    ),
+    "fps": _Rule(
+        float,
+        f"frames per second to look at, a number > 0 and <= {MAX_CAMERA_FPS:g}",
+        _above(0, MAX_CAMERA_FPS),
+    ),
+    "smallest_face": _Rule(
+        int,
+        "the smallest face to recognise, as the pixel width of its box, 16 to 1000",
+        _between(16, 1000),
+    ),
+}
+
+
+def _file_name(value: str) -> bool:
+    return len(value) <= 1000 and value.isprintable()
+
+
+_LOCAL_API_RULES: dict[str, _Rule] = {
+    "address": _Rule(
+        str,
+        f'"HOST:PORT" to listen on (e.g. "{DEFAULT_LOCAL_API}"; port 0: any free port), or "" '
+        "for no local API",
+        lambda x: _address(x, lowest_port=0),
+    ),
+    "certificate": _Rule(str, 'the server certificate\'s PEM file, or ""', _file_name),
+    "key": _Rule(str, 'the server key\'s PEM file, or ""', _file_name),
+    "client_ca": _Rule(
+        str, 'the PEM file of the CA that signs client certificates, or ""', _file_name
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LocalApiSettings:
+    """The store's local gRPC API (the ``[local_api]`` table; ``store_node.local_api``).
+
+    Attributes:
+        address: where ``loyalnet store serve`` listens; "" for no local API.
+        certificate, key, client_ca: PEM files (relative to the store folder, or absolute)
+            for mutual TLS; all three or none. Without them the address must be loopback.
+    """
+
+    address: str = DEFAULT_LOCAL_API
+    certificate: str = ""
+    key: str = ""
+    client_ca: str = ""
+
+    def __post_init__(self) -> None:
+        _check_fields(self, _LOCAL_API_RULES)
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """One camera of the store (a ``[[cameras]]`` table of ``store.toml``).
+
+    Attributes:
+        name: how events, footfall counts and health name the camera, e.g. "entrance".
+        source: where frames come from: a camera index ("0"), an RTSP or HTTP stream URL, a
+            video file, or a folder of images (read in name order).
+        fps: frames looked at per second; a faster source is sampled down to it.
+        smallest_face: faces whose box is narrower than this many pixels (in the camera's
+            frame) are tracked but never used to recognise: too few pixels to tell members
+            apart reliably.
+    """
+
+    name: str
+    source: str
+    fps: float = 10.0
+    smallest_face: int = 40
+
+    def __post_init__(self) -> None:
+        _check_fields(self, _CAMERA_RULES)
 
 
 @dataclass(frozen=True)
@@ -272,6 +368,8 @@ class StoreConfig:
             --control-plane``; empty while the store has none. Its line is left out of
             ``store.toml`` while empty.
         training: the store's privacy floor for federated training (``[training]``).
+        cameras: the cameras ``loyalnet store serve`` reads (``[[cameras]]``).
+        local_api: the store's local gRPC API (``[local_api]``).
 
     Raises:
         LoyalnetError: a value of the wrong type or out of range.
@@ -285,6 +383,8 @@ class StoreConfig:
     superlink: str = ""
     control_plane: str = ""
     training: TrainingLimits = field(default_factory=TrainingLimits)
+    cameras: tuple[CameraSettings, ...] = ()
+    local_api: LocalApiSettings = field(default_factory=LocalApiSettings)
 
     def __post_init__(self) -> None:
         _check_fields(self, _STORE_RULES)
@@ -293,6 +393,27 @@ class StoreConfig:
                 f"StoreConfig training = {self.training!r} is not valid: it must be a "
                 "TrainingLimits."
             )
+        if not isinstance(self.local_api, LocalApiSettings):
+            raise LoyalnetError(
+                f"StoreConfig local_api = {self.local_api!r} is not valid: it must be a "
+                "LocalApiSettings."
+            )
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        check_cameras(self.cameras)
+
+
+def check_cameras(cameras: tuple[CameraSettings, ...]) -> None:
+    """Refuse more than ``MAX_CAMERAS`` cameras or two of one name (events would mix)."""
+    if len(cameras) > MAX_CAMERAS:
+        raise LoyalnetError(
+            f"{len(cameras)} cameras are configured; a store runs at most {MAX_CAMERAS}."
+        )
+    names = [camera.name for camera in cameras]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise LoyalnetError(
+            f"camera name(s) {', '.join(twice)} are used twice; give each camera its own name."
+        )
 
 
 @dataclass(frozen=True)
@@ -353,6 +474,14 @@ def write_config(paths: StorePaths, config: StoreConfig) -> None:
         value = getattr(limits, name)
         line = f"{name} = {_toml_value(value)}" if value is not None else f"# {name} = 0.1"
         lines.append(f"{line:<31} # {rule.note}")
+    if config.local_api != LocalApiSettings():
+        lines += ["", f"[{LOCAL_API_TABLE}]"]
+        lines += [
+            f"{name} = {_toml_value(getattr(config.local_api, name))}" for name in _LOCAL_API_RULES
+        ]
+    for camera in config.cameras:
+        lines += ["", f"[[{CAMERAS_TABLE}]]"]
+        lines += [f"{name} = {_toml_value(getattr(camera, name))}" for name in _CAMERA_RULES]
     paths.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -377,6 +506,17 @@ def read_config(paths: StorePaths) -> StoreConfig:
         raise LoyalnetError(f"cannot read {paths.config} ({err}); check the file.") from err
     where = str(paths.config)
     table = values.pop(TRAINING_TABLE, {})
+    cameras = _cameras(where, values.pop(CAMERAS_TABLE, []))
+    api_table = values.pop(LOCAL_API_TABLE, {})
+    if not isinstance(api_table, dict):
+        raise LoyalnetError(
+            f"{where}: {LOCAL_API_TABLE} = {_shown(api_table)} is not valid: it must be the "
+            f"[{LOCAL_API_TABLE}] table; see the README."
+        )
+    _refuse_unknown(where, api_table, _LOCAL_API_RULES, f"[{LOCAL_API_TABLE}] ")
+    local_api = LocalApiSettings(
+        **_checked(where, api_table, _LOCAL_API_RULES, LocalApiSettings, f"[{LOCAL_API_TABLE}] ")
+    )
     _refuse_unknown(where, values, _STORE_RULES, "")
     if not isinstance(table, dict):
         raise LoyalnetError(
@@ -392,9 +532,33 @@ def read_config(paths: StorePaths) -> StoreConfig:
     store = _checked(where, values, _STORE_RULES, StoreConfig, "")
     limits = _checked(where, table, _TRAINING_RULES, TrainingLimits, f"[{TRAINING_TABLE}] ")
     try:
-        return StoreConfig(**store, training=TrainingLimits(**limits))
+        return StoreConfig(
+            **store, training=TrainingLimits(**limits), cameras=cameras, local_api=local_api
+        )
     except LoyalnetError as err:  # the checks across keys, e.g. the learning-rate range
         raise LoyalnetError(f"{where}: {err}") from err
+
+
+def _cameras(where: str, tables: object) -> tuple[CameraSettings, ...]:
+    """The ``[[cameras]]`` tables, each checked like the rest of the file."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise LoyalnetError(
+            f"{where}: {CAMERAS_TABLE} = {_shown(tables)} is not valid: write one "
+            f'[[{CAMERAS_TABLE}]] table per camera, with name = "..." and source = "...".'
+        )
+    cameras = []
+    for number, table in enumerate(tables, start=1):
+        prefix = f"[[{CAMERAS_TABLE}]] #{number} "
+        _refuse_unknown(where, table, _CAMERA_RULES, prefix)
+        for needed in ("name", "source"):
+            if needed not in table:
+                raise LoyalnetError(
+                    f'{where}: {prefix}has no {needed}; add a line like {needed} = "...".'
+                )
+        cameras.append(
+            CameraSettings(**_checked(where, table, _CAMERA_RULES, CameraSettings, prefix))
+        )
+    return tuple(cameras)
 
 
 def _refuse_unknown(
@@ -407,7 +571,8 @@ def _refuse_unknown(
         if isinstance(value, dict):
             name = f"[{TRAINING_TABLE}.{_key(key)}]" if prefix else f"[{_key(key)}]"
             raise LoyalnetError(
-                f"{where}: unknown section {name}; the only section is [{TRAINING_TABLE}]. "
+                f"{where}: unknown section {name}; the sections are [{TRAINING_TABLE}], "
+                f"[{LOCAL_API_TABLE}] and [[{CAMERAS_TABLE}]]. "
                 "Remove it or fix its spelling."
             )
         raise LoyalnetError(

@@ -4,11 +4,13 @@ It runs, in the foreground, the store's *services* side by side and stops them t
 
 - the control-plane sync agent (``store_node.sync.SyncAgent``): heartbeats, the chain's
   erasure and model commands, signed receipts;
-- later, the cameras (issue 8): add them in :func:`store_services`; a camera service can hand
-  the agent its visit counts (``store_node.sync.VisitSource``) for the heartbeat.
+- the cameras (``store_node.camera.service.CameraService``): each camera of ``store.toml``
+  (and of ``--camera``) read, recognised and turned into visit events; the agent's heartbeat
+  carries their counts of the day.
 
 The process needs a store that joined the chain's control plane (``loyalnet store join
---control-plane HOST:PORT --certificate FILE``); it refuses to start otherwise, saying so.
+--control-plane HOST:PORT --certificate FILE``) or at least one camera; it refuses to start
+otherwise, saying so. A store with cameras and no control plane runs its cameras only.
 SIGTERM and SIGINT stop it cleanly: each service is stopped (newest first), the outbox is left
 consistent, and the exit code is 0. A service that dies on its own stops the process with exit
 code 1, so that a supervisor (systemd) restarts it.
@@ -32,7 +34,17 @@ from typing import Protocol
 import grpc
 
 from loyalnet.errors import LoyalnetError
-from store_node.config import StorePaths, read_config
+from store_node.camera.gallery_view import GalleryView
+from store_node.camera.service import CameraService, ServiceSettings, pipeline_loader
+from store_node.config import (
+    CameraSettings,
+    LocalApiSettings,
+    StoreConfig,
+    StorePaths,
+    check_cameras,
+    read_config,
+)
+from store_node.local_api.server import LocalApi
 from store_node.sync import AgentSettings, ControlPlane, SyncAgent, control_plane_of
 from store_node.sync.agent import rpc_problem
 
@@ -60,14 +72,46 @@ class StoreService(Protocol):
 
 
 def store_services(
-    paths: StorePaths, control_plane: ControlPlane, settings: AgentSettings
+    paths: StorePaths,
+    control_plane: ControlPlane | None,
+    settings: AgentSettings,
+    local: Sequence[StoreService] = (),
 ) -> list[StoreService]:
     """The services of the store's process, in the order they start (they stop in reverse).
 
-    The camera service (issue 8) goes here, started after the agent so that erasures keep
-    flowing while the cameras warm up; give the agent its ``VisitSource`` for the heartbeat.
+    The agent starts first, so that erasures keep flowing while the cameras warm up; it reads
+    the cameras' visit counts for its heartbeat. ``local``: the cameras and the local API.
     """
-    return [SyncAgent(paths, control_plane, settings)]
+    services: list[StoreService] = []
+    cameras = next((s for s in local if isinstance(s, CameraService)), None)
+    if control_plane is not None:
+        services.append(SyncAgent(paths, control_plane, settings, visits=cameras))
+    services.extend(local)
+    return services
+
+
+def _local_services(
+    paths: StorePaths,
+    config: StoreConfig,
+    cameras: Sequence[CameraSettings],
+    camera_settings: ServiceSettings | None,
+    api: LocalApiSettings,
+) -> list[StoreService]:
+    """The cameras and the local API, sharing one gallery view (one copy of the templates)."""
+    if not cameras and not api.address:
+        return []
+    camera_settings = camera_settings if camera_settings is not None else ServiceSettings()
+    view = GalleryView(paths, config.target_fpir, pipeline_loader(paths, camera_settings))
+    services: list[StoreService] = []
+    camera_service = None
+    if cameras:
+        camera_service = CameraService(
+            paths, cameras, config.target_fpir, camera_settings, view=view
+        )
+        services.append(camera_service)
+    if api.address:
+        services.append(LocalApi(paths, api, view, camera_service))
+    return services
 
 
 def serve_store(
@@ -76,6 +120,9 @@ def serve_store(
     once: bool = False,
     settings: AgentSettings | None = None,
     stop_timeout: float = STOP_TIMEOUT_SECONDS,
+    cameras: Sequence[CameraSettings] = (),
+    camera_settings: ServiceSettings | None = None,
+    api: LocalApiSettings | None = None,
 ) -> int:
     """Run the store in ``store_dir`` until SIGTERM or SIGINT; return the exit code.
 
@@ -84,19 +131,33 @@ def serve_store(
             signal handlers, no other services.
         settings: the sync agent's pacing and calibration settings.
         stop_timeout: seconds each service is given to stop.
+        cameras: cameras to run besides those of ``store.toml``.
+        camera_settings: how the cameras work (defaults when None).
+        api: the local API's address and TLS files instead of ``[local_api]`` of
+            ``store.toml``; an empty address runs no local API.
 
     Returns:
         0 after a clean stop (or a good cycle with ``once``); 1 when a service died.
 
     Raises:
-        LoyalnetError: the store has not joined a control plane, a file in it does not match,
-            another ``serve`` runs on it, or (with ``once``) the coordinator did not answer.
+        LoyalnetError: the store has neither joined a control plane nor a camera, a file in it
+            does not match, another ``serve`` runs on it, or (with ``once``) the coordinator
+            did not answer.
     """
     paths = StorePaths(Path(store_dir))
     config = read_config(paths)
-    plane = control_plane_of(paths, config)
+    every_camera = (*config.cameras, *cameras)
+    check_cameras(every_camera)
     settings = settings if settings is not None else AgentSettings()
+    if once or not every_camera or config.control_plane:
+        plane: ControlPlane | None = control_plane_of(paths, config)
+    else:
+        plane = None
+        log.info(
+            "store %s has not joined a control plane: running its cameras only", config.store_id
+        )
     if once:
+        assert plane is not None
         return _serve_once(paths, plane, settings)
     stopping = threading.Event()
 
@@ -108,7 +169,13 @@ def serve_store(
     services: Sequence[StoreService] = ()
     code = 0
     try:
-        services = store_services(paths, plane, settings)
+        local_api = api if api is not None else config.local_api
+        services = store_services(
+            paths,
+            plane,
+            settings,
+            _local_services(paths, config, every_camera, camera_settings, local_api),
+        )
         for service in services:
             service.start()
             log.info("%s started", service.name)

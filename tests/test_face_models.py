@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from numpy.typing import NDArray
 
 from loyalnet.assets import MOBILEFACENET_ONNX, asset_path, data_home, dataset_dir
-from store_node.face import FacePipeline
+from store_node.face import FacePipeline, load_image
 from store_node.face.mobilefacenet import MobileFaceNet
 from store_node.face.retinaface import RetinaFace
 from store_node.face.weights import (
@@ -151,3 +152,57 @@ def test_onnxruntime_backend_is_optional(monkeypatch: pytest.MonkeyPatch) -> Non
         assert prepare_embedder(network)(torch.zeros(2, 3, 112, 112)).shape == (2, 128)
     with pytest.raises(WeightsError, match="unknown embedder backend"):
         prepare_embedder(network, "tensorrt")  # type: ignore[arg-type]
+
+
+def test_the_onnxruntime_detector_matches_torch_on_real_faces(lfw_images: Path) -> None:
+    from store_node.face.detector import FaceDetector, _to_network_tensor
+    from store_node.face.weights import load_retinaface, prepare_detector
+
+    network = load_retinaface()
+    torch_net, ort_net = (
+        prepare_detector(network, "torch"),
+        prepare_detector(network, "onnxruntime"),
+    )
+    photos = [
+        lfw_images / p / f"{p}_0001.jpg"
+        for p in ("Colin_Powell", "Tony_Blair", "Gloria_Macapagal_Arroyo")
+    ]
+    frame = np.full((240, 320, 3), 100, np.uint8)  # an odd-sized frame with three faces in it
+    for index, photo in enumerate(photos):
+        frame[:125, index * 100 : index * 100 + 100] = load_image(photo)[60:185, 75:175]
+    images = [load_image(photo) for photo in photos] + [frame]
+    for image in images:
+        inputs = _to_network_tensor(image)
+        with torch.inference_mode():
+            expected, actual = torch_net(inputs), ort_net(inputs)
+        for name, a, b in zip(("boxes", "scores", "landmarks"), expected, actual, strict=True):
+            diff = float((a - b).abs().max())
+            assert diff <= PARITY_TOLERANCE, f"{name} of a {image.shape} image: {diff:.2e}"
+        found = FaceDetector(torch_net).detect(image), FaceDetector(ort_net).detect(image)
+        assert len(found[0]) == len(found[1]) >= 1
+        for a, b in zip(*found, strict=True):
+            assert np.allclose(a.box, b.box, atol=1e-2) and np.allclose(
+                a.landmarks, b.landmarks, atol=1e-2
+            )
+
+
+def test_onnx_graphs_are_cached_by_the_sha256_of_their_weights(tmp_path: Path) -> None:
+    from store_node.face.onnx_graphs import cached_graph, weights_digest
+
+    network = MobileFaceNet().eval()
+    example = torch.zeros(1, 3, 112, 112)
+
+    def graph(net: torch.nn.Module) -> Path:
+        return cached_graph(net, "mobilefacenet", example, ["crops"], ["embeddings"], {}, tmp_path)
+
+    first = graph(network)
+    assert weights_digest(network)[:24] in first.name
+    written = first.stat().st_mtime_ns
+    assert graph(network) == first and first.stat().st_mtime_ns == written  # not exported again
+    other = copy.deepcopy(network)
+    with torch.no_grad():
+        other.conv3.weight.add_(0.01)  # other weights, another graph
+    assert graph(other) != first
+    first.write_bytes(b"torn file")  # a damaged cache file is exported again
+    assert graph(network) == first and first.stat().st_size > 100_000
+    assert [p.name for p in (tmp_path / "onnx").iterdir() if p.name.startswith(".")] == []

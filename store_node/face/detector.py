@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,8 +69,11 @@ class Face:
         )
 
 
+@functools.lru_cache(maxsize=8)
 def anchor_priors(height: int, width: int) -> torch.Tensor:
     """Anchor boxes for a (height, width) network input, (A, 4) as (cx, cy, w, h) in [0, 1].
+
+    Cached per size (a camera's frames all share one); callers must not modify the result.
 
     Ordered level by level (stride 8, 16, 32), then by cell row-major, then by anchor size:
     the order in which ``RetinaFace`` emits its predictions.
@@ -164,6 +168,18 @@ class FaceDetector:
         self.max_side = max_side
         self.retry_border = retry_border
         self.max_candidates = max_candidates
+
+    def with_settings(self, *, max_side: int, retry_border: float) -> FaceDetector:
+        """The same network with another working size and retry; for camera frames, which
+        have context around faces (no retry) and may be searched at a reduced size."""
+        return FaceDetector(
+            self._network,
+            score_threshold=self.score_threshold,
+            nms_iou=self.nms_iou,
+            max_side=max_side,
+            retry_border=retry_border,
+            max_candidates=self.max_candidates,
+        )
 
     def detect(self, image_rgb: NDArray[np.uint8]) -> list[Face]:
         """Faces in ``image_rgb`` ((H, W, 3) uint8 RGB), largest box area first; [] if none.

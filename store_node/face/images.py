@@ -20,6 +20,7 @@ Two limits keep the memory and time of one photo bounded:
 from __future__ import annotations
 
 import functools
+import io
 import math
 import warnings
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ from PIL import Image
 
 from loyalnet.errors import LoyalnetError
 
-ImageSource = str | Path | np.ndarray
-"""A path to a JPEG/PNG/PGM (see ``ACCEPTED_FORMATS``) or an image array (see ``load_image``)."""
+ImageSource = str | Path | np.ndarray | bytes
+"""A path to a JPEG/PNG/PGM (see ``ACCEPTED_FORMATS``), the bytes of such a file (an upload),
+or an image array (see ``load_image``)."""
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Images with more pixels (width x height) than this are refused, unread.
@@ -120,6 +122,8 @@ def read_image(source: ImageSource) -> LoadedImage:
         return _from_array(source)
     if isinstance(source, str | Path):
         return _from_file(Path(source))
+    if isinstance(source, bytes):
+        return _from_bytes(source)
     raise ImageError(
         f"cannot read an image from a {type(source).__name__}: pass a file path or a numpy "
         "array of shape (H, W) or (H, W, 3)."
@@ -130,6 +134,8 @@ def describe_source(source: ImageSource) -> str:
     """A short label for messages and reports: the path, or the shape of an array."""
     if isinstance(source, np.ndarray):
         return f"array {'x'.join(str(side) for side in source.shape)}"
+    if isinstance(source, bytes):
+        return f"image of {len(source)} bytes"
     return str(source)
 
 
@@ -162,6 +168,22 @@ def _from_file(path: Path) -> LoadedImage:
     if not path.is_file():
         raise ImageError(f"{path} is not a regular file: pass a JPEG or PNG photo.")
     try:
+        return _decode(path, str(path))
+    except PermissionError as exc:
+        raise ImageError(
+            f"cannot open {path}: permission denied; make the file readable for this user."
+        ) from exc
+
+
+def _from_bytes(data: bytes) -> LoadedImage:
+    if not data:
+        raise ImageError("the image is empty (0 bytes): send a JPEG or PNG photo.")
+    return _decode(io.BytesIO(data), f"the image of {len(data)} bytes")
+
+
+def _decode(file: Path | io.BytesIO, label: str) -> LoadedImage:
+    """Decode an image file or in-memory file, named ``label`` in messages."""
+    try:
         # Pillow warns (DecompressionBombWarning) between about 89 and 179 megapixels and
         # raises DecompressionBombError above; the stricter size check below refuses those
         # images with their size. Its other warnings on damaged files ("Corrupt EXIF data",
@@ -170,21 +192,17 @@ def _from_file(path: Path) -> LoadedImage:
         # restores its filters on leaving it; Pillow's MAX_IMAGE_PIXELS is never touched).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path, formats=_openable_formats()) as img:
+            with Image.open(file, formats=_openable_formats()) as img:
                 width, height = img.size
                 # Only the header has been read so far: refuse before decoding anything.
                 if width * height > MAX_IMAGE_PIXELS:
-                    raise _too_large(str(path), width, height)
+                    raise _too_large(label, width, height)
                 rgb = _decode_for_work(img)
-    except ImageError:
+    except (ImageError, PermissionError):
         raise
-    except PermissionError as exc:
-        raise ImageError(
-            f"cannot open {path}: permission denied; make the file readable for this user."
-        ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
-            f"{path} declares far more pixels than the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel "
+            f"{label} declares far more pixels than the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel "
             "limit (Pillow refuses it as a possible decompression bomb): use the camera's "
             f"original photo, at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels."
         ) from exc
@@ -194,7 +212,7 @@ def _from_file(path: Path) -> LoadedImage:
         # and a file too large to hold in memory gives MemoryError. Whatever goes wrong while
         # decoding this one file is this file's problem, reported for this photo alone.
         raise ImageError(
-            f"cannot read {path} as an image ({exc.__class__.__name__}: the file is damaged, "
+            f"cannot read {label} as an image ({exc.__class__.__name__}: the file is damaged, "
             "truncated or of another kind): use a JPEG, PNG or PGM photo."
         ) from exc
     return LoadedImage(np.array(rgb, dtype=np.uint8), (width, height))

@@ -25,9 +25,9 @@ from store_node.face.mobilefacenet import MobileFaceNet
 from store_node.face.weights import (
     MOBILEFACENET_VERSION,
     EmbedderBackend,
-    fuse_for_inference,
     load_mobilefacenet,
     load_retinaface,
+    prepare_detector,
     prepare_embedder,
 )
 
@@ -71,9 +71,10 @@ class FacePipeline:
                 ``loyalnet.assets.data_home()`` does.
             flip: embed each face and its mirror image and average them (twice the cost).
             threads: if given, sets torch's CPU thread count for the whole process.
-            backend: "torch" (always available, ~5 ms per face on one thread) or
-                "onnxruntime" (~3 ms, needs the optional onnxruntime package). Both give the
-                same embeddings to ~1e-5, so templates are interchangeable.
+            backend: the runtime of both networks: "torch" (embedding ~5 ms per face on one
+                thread) or "onnxruntime" (~3 ms; the graphs are exported from the same modules
+                and cached, see ``store_node.face.onnx_graphs``). Both give the same
+                embeddings and detections to ~1e-5, so templates are interchangeable.
 
         Raises:
             AssetError: a weight file is missing or altered.
@@ -105,7 +106,7 @@ class FacePipeline:
         """
         if threads is not None:
             torch.set_num_threads(threads)
-        detector = FaceDetector(fuse_for_inference(load_retinaface(home)))
+        detector = FaceDetector(prepare_detector(load_retinaface(home), backend))
         embedder = FaceEmbedder(
             prepare_embedder(network, backend), model_version=model_version, flip=flip
         )

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import importlib
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import torch
 from torch import fx, nn
@@ -16,7 +14,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from loyalnet.assets import MOBILEFACENET_WEIGHTS, RETINAFACE_WEIGHTS, Asset, asset_path
 from loyalnet.errors import LoyalnetError
+from store_node.face.detector import DetectorNetwork
 from store_node.face.mobilefacenet import INPUT_SIZE, MobileFaceNet
+from store_node.face.onnx_graphs import OnnxError, cached_graph, session
 from store_node.face.retinaface import RetinaFace
 
 MOBILEFACENET_VERSION = f"mobilefacenet-ms1m-{MOBILEFACENET_WEIGHTS.sha256[:8]}"
@@ -149,46 +149,79 @@ def prepare_embedder(network: MobileFaceNet, backend: EmbedderBackend = "torch")
 
 
 def onnxruntime_embedder(network: MobileFaceNet) -> EmbedderNetwork:
-    """The embedder exported to ONNX and run by ONNX Runtime (an optional dependency).
+    """The embedder as an ONNX graph run by ONNX Runtime (``store_node.face.onnx_graphs``).
 
-    The graph is exported from this very module (through a temporary file, removed at once),
-    so its weights are the hash-checked ones and its outputs match eager torch to ~1e-5.
-    ONNX Runtime uses as many threads as torch is set to (``torch.get_num_threads()``) at the
-    time of this call.
+    The graph is exported from this very module and cached by the sha256 of its weights, so
+    its outputs match eager torch to ~1e-5. ONNX Runtime uses as many threads as torch is set
+    to (``torch.get_num_threads()``) at the time of this call.
 
     Raises:
-        WeightsError: onnxruntime is not installed.
+        WeightsError: onnxruntime is not installed, or the graph cannot be cached.
     """
-    try:
-        ort: Any = importlib.import_module("onnxruntime")
-    except ImportError as exc:
-        raise WeightsError(
-            "the onnxruntime embedder backend needs the onnxruntime package: install it "
-            "(pip install onnxruntime) or use the default torch backend."
-        ) from exc
     example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    with tempfile.TemporaryDirectory(prefix="loyalnet-embedder-") as folder:
-        graph = Path(folder) / "mobilefacenet.onnx"
-        with warnings.catch_warnings():
-            # The TorchScript-based exporter is deprecated but needs no extra packages.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                copy.deepcopy(network).eval(),
-                (example,),
-                graph,
-                dynamo=False,
-                input_names=["crops"],
-                output_names=["embeddings"],
-                dynamic_axes={"crops": {0: "batch"}, "embeddings": {0: "batch"}},
-            )
-        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    try:
+        graph = cached_graph(
+            network,
+            "mobilefacenet",
+            example,
+            ["crops"],
+            ["embeddings"],
+            {"crops": {0: "batch"}, "embeddings": {0: "batch"}},
+        )
+        runner = session(graph)
+    except OnnxError as err:
+        raise WeightsError(str(err)) from err
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         crops = batch.detach().contiguous().numpy()
-        (embeddings,) = session.run(["embeddings"], {"crops": crops})
+        (embeddings,) = runner.run(["embeddings"], {"crops": crops})
         return torch.from_numpy(embeddings)
 
     return run
+
+
+def onnxruntime_detector(network: RetinaFace) -> DetectorNetwork:
+    """The detector as an ONNX graph run by ONNX Runtime, for any input size; cached by the
+    sha256 of its weights like the embedder's.
+
+    Raises:
+        WeightsError: onnxruntime is not installed, or the graph cannot be cached.
+    """
+    try:
+        graph = cached_graph(
+            network,
+            "retinaface",
+            torch.zeros(1, 3, 240, 320),
+            ["image"],
+            ["boxes", "scores", "landmarks"],
+            {
+                "image": {2: "height", 3: "width"},
+                "boxes": {1: "anchors"},
+                "scores": {1: "anchors"},
+                "landmarks": {1: "anchors"},
+            },
+        )
+        runner = session(graph)
+    except OnnxError as err:
+        raise WeightsError(str(err)) from err
+
+    def run(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pixels = image.detach().contiguous().numpy()
+        boxes, scores, marks = runner.run(None, {"image": pixels})
+        return torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(marks)
+
+    return run
+
+
+def prepare_detector(network: RetinaFace, backend: EmbedderBackend = "torch") -> DetectorNetwork:
+    """The detector made fast for CPU inference: torch (BatchNorm folded) or onnxruntime.
+
+    Raises:
+        WeightsError: an unknown backend, or onnxruntime asked for but not installed.
+    """
+    if backend == "torch":
+        fused: DetectorNetwork = fuse_for_inference(network)
+        return fused
+    if backend == "onnxruntime":
+        return onnxruntime_detector(network)
+    raise WeightsError(f"unknown detector backend {backend!r}: use 'torch' or 'onnxruntime'.")

@@ -92,6 +92,7 @@ from store_node.gallery.records import (
     Removed,
     Withdrawal,
 )
+from store_node.gallery.search import TemplateIndex
 
 MAX_RETENTION_DAYS = 3650
 _DB_COMPANIONS = ("-wal", "-shm", "-journal")
@@ -544,22 +545,7 @@ class Gallery:
         threshold = check_threshold(threshold)
         now = resolve_now(now)
         owners, templates = self._open_templates(model_version, now)
-        if probes.shape[0] == 0:
-            return []
-        if not owners:
-            return [Match(None, "", -1.0, threshold) for _ in range(probes.shape[0])]
-        # Rows are grouped by member (sorted), so one reduceat gives each member's best template.
-        starts = [0] + [i for i in range(1, len(owners)) if owners[i] != owners[i - 1]]
-        members = [owners[i] for i in starts]
-        per_member = np.maximum.reduceat(probes @ templates.T, starts, axis=1)
-        best = np.argmax(per_member, axis=1)
-        matches = []
-        for row, column in enumerate(best):
-            similarity = float(np.clip(per_member[row, column], -1.0, 1.0))
-            candidate = members[int(column)]
-            member = candidate if similarity > threshold else None
-            matches.append(Match(member, candidate, similarity, threshold))
-        return matches
+        return TemplateIndex(owners, templates).search(probes, threshold)
 
     def searchable_templates(
         self, model_version: str, now: datetime | None = None

@@ -60,6 +60,7 @@ import grpc
 from loyalnet.chain.v1 import chain_pb2
 from loyalnet.errors import LoyalnetError
 from loyalnet.receipts import ERASURE_STATEMENT
+from store_node.camera.visit_log import forget_member_visits
 from store_node.config import StorePaths, read_config
 from store_node.face.weights import MOBILEFACENET_VERSION, load_mobilefacenet
 from store_node.gallery import (
@@ -225,6 +226,7 @@ class CommandRunner:
                     # wipe: finish the wipe before saying nothing remains.
                     if attempts > 1:
                         gallery.scrub()
+            forget_member_visits(self.paths.root, action.member_id)
         except GalleryBusyError as err:
             raise CommandNotDone(
                 f"erasure command {command.command_id} not done yet: another program holds the "
