@@ -256,7 +256,7 @@ def serve(
         str | None,
         typer.Option(
             help="Where the store's local gRPC API (loyalnet.store.v1: visit events, enrol, "
-            "identify, erase, health) listens, as HOST:PORT, or off; default: [local_api] "
+            "identify, erase, health) listens, as HOST:PORT, or off; default: \\[local_api] "
             f"of store.toml, else {DEFAULT_LOCAL_API}.",
             show_default=False,
         ),
@@ -264,12 +264,12 @@ def serve(
 ) -> None:
     """Run the store until SIGTERM or Ctrl-C: its cameras, and its link to the chain.
 
-    Cameras ([[cameras]] in store.toml, or --camera): each face is followed while in view,
+    Cameras (\\[\\[cameras]] in store.toml, or --camera): each face is followed while in view,
     recognised once from its best frames, and logged as one visit in visits.db: a member's
     visit with the member id, a stranger's with the camera and times only. No frame, face
     or stranger's template is kept. See `loyalnet store visits` and `loyalnet store footfall`.
 
-    Local API (gRPC, loyalnet.store.v1, on 127.0.0.1:7070 unless --api or [local_api] says
+    Local API (gRPC, loyalnet.store.v1, on 127.0.0.1:7070 unless --api or \\[local_api] says
     otherwise): the store's own systems stream visit events (resuming from the last event id
     they saw), enrol, identify a photo, erase a member and read the cameras' health.
 

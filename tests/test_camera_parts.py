@@ -211,3 +211,48 @@ def test_cameras_are_written_and_read_back_and_checked(tmp_path: Path) -> None:
         paths.config.write_text(text + table)
         with pytest.raises(LoyalnetError, match=problem):
             read_config(paths)
+
+
+# -- the stream benchmark's scoring ------------------------------------------------------------
+
+
+def test_the_benchmark_tells_people_in_view_at_once_apart_by_name() -> None:
+    from store_node.bench.stream import _Logged, _score
+    from store_node.bench.stream_scene import ScriptedVisit, VisitScript
+
+    def walk(member: str | None, lane: int, photo: str) -> ScriptedVisit:
+        return ScriptedVisit(
+            Path(f"/data/lfw/images/x/{photo}.jpg"), member, lane, 1.0, 300.0, 1.0, True, False
+        )
+
+    script = VisitScript((walk("M1", 0, "a"), walk("M2", 1, "b"), walk(None, 2, "c")), 10.0)
+    end = script.visits[0].leaves
+    # Three people at once: the events come in another order than the lanes.
+    logged = [
+        _Logged(1.3, end - 0.3, None),
+        _Logged(1.1, end - 0.1, "M2"),
+        _Logged(1.2, end - 0.2, "M1"),
+    ]
+    scored = _score(script, logged)
+    assert (scored["visits_found"], scored["members_correct"], scored["strangers_accepted"]) == (
+        3,
+        2,
+        0,
+    )
+    logged[0] = _Logged(1.3, end - 0.3, "M7")  # the stranger named as another member
+    logged[2] = _Logged(1.2, end - 0.2, None)  # and M1 not recognised
+    scored = _score(script, logged)
+    assert (scored["members_correct"], scored["strangers_accepted"]) == (1, 1)
+    assert scored["by_dataset"]["lfw"]["visits_total"] == 3 and scored["visits_extra"] == 0
+
+
+def test_the_tracker_keeps_a_person_who_stops_while_unseen_for_a_moment() -> None:
+    tracker = Tracker(lost_after=0.8)
+    seen = set()
+    for step in range(10):  # walking right at 300 pixels a second
+        update = tracker.update([(30.0 * step, 50.0, 30.0 * step + 60, 110.0)], step * 0.1)
+        seen |= {track.track_id for track, _ in update.matched}
+    # Stopped at x = 270 and not detected for half a second: the speed would put them 150 px on.
+    update = tracker.update([(270.0, 50.0, 330.0, 110.0)], 1.5)
+    seen |= {track.track_id for track, _ in update.matched}
+    assert len(seen) == 1 and not update.ended

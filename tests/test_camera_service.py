@@ -25,7 +25,7 @@ from coordinator.pki import create_coordinator_tls, issue_person_certificate
 from loyalnet.chain_tls import Role
 from loyalnet.errors import LoyalnetError
 from loyalnet.store.v1 import store_pb2, store_pb2_grpc
-from store_node.bench.stream import ENROL_PHOTOS, draw_people
+from store_node.bench.stream import draw_cast, enrol_cast
 from store_node.bench.stream_scene import VisitScript, make_script, write_video
 from store_node.camera.gallery_view import GalleryView
 from store_node.camera.service import CameraService, CameraState, ServiceSettings
@@ -66,20 +66,17 @@ def pipeline() -> FacePipeline:
 @pytest.fixture(scope="module")
 def entrance(tmp_path_factory: pytest.TempPathFactory, pipeline: FacePipeline) -> Entrance:
     root = tmp_path_factory.mktemp("entrance")
-    chosen, strangers = draw_people(None, MEMBERS, STRANGERS, SEED)
+    cast = draw_cast(None, members=MEMBERS, strangers=STRANGERS, seed=SEED)
     paths = StorePaths(root / "store")
     paths.root.mkdir()
     config = StoreConfig(store_id="shop-cameras")
     write_config(paths, config)
-    with Gallery.create(paths.database, paths.key) as gallery:
-        for member_id, photos in chosen:
-            request = EnrolmentRequest.under(config, member_id, frozenset({Purpose.RECOGNITION}))
-            enrol_member(gallery, pipeline, request, photos[:ENROL_PHOTOS])
-    probes = [(member_id, photos[ENROL_PHOTOS]) for member_id, photos in chosen]
-    script = make_script(probes, strangers, seed=SEED, gap_seconds=(0.3, 0.8))
+    enrol_cast(paths, config, pipeline, cast)
+    probes = [(member.member_id, member.probe) for member in cast.members]
+    script = make_script(probes, cast.strangers, seed=SEED, gap_seconds=(0.3, 0.8))
     video = root / "entrance.mp4"
     write_video(script, video, seed=SEED)
-    return Entrance(paths.root, video, script, [member_id for member_id, _ in chosen])
+    return Entrance(paths.root, video, script, [member.member_id for member in cast.members])
 
 
 def _copy_store(entrance: Entrance, folder: Path) -> StorePaths:
@@ -175,8 +172,8 @@ def service_threshold(paths: StorePaths) -> float:
         view.close()
 
 
-def test_an_erased_member_is_not_recognised_from_the_next_decision(
-    entrance: Entrance, tmp_path: Path, pipeline: FacePipeline
+def test_the_view_forgets_an_erased_member_at_once_and_learns_a_new_one_in_the_background(
+    entrance: Entrance, tmp_path: Path, pipeline: FacePipeline, lfw_images: Path
 ) -> None:
     paths = _copy_store(entrance, tmp_path / "store")
     view = GalleryView(paths, 0.001, lambda: pipeline)
@@ -184,14 +181,24 @@ def test_an_erased_member_is_not_recognised_from_the_next_decision(
     with Gallery.open(paths.database, paths.key) as gallery:
         owners, templates = gallery.searchable_templates(pipeline.model_version)
     probe = templates[owners.index(member)][None, :]
+    newcomer = sorted((lfw_images / "Gerhard_Schroeder").glob("*.jpg"))
+    newcomer_probe = pipeline.encode(newcomer[4])[0].embedding[None, :]
     try:
         assert view.search(probe)[0].member_id == member
         before = view.templates
         with Gallery.open(paths.database, paths.key) as gallery:  # another connection erases
             gallery.erase(member)
-        match = view.search(probe)[0]
+        match = view.search(probe)[0]  # the very next decision
         assert match.member_id != member and match.candidate_id != member
         assert view.templates < before
+        config = StoreConfig(store_id="shop-cameras")
+        request = EnrolmentRequest.under(config, "L-NEW", frozenset({Purpose.RECOGNITION}))
+        with Gallery.open(paths.database, paths.key) as gallery:
+            enrol_member(gallery, pipeline, request, newcomer[:3])
+        view.search(newcomer_probe)  # sees the change, starts the rebuild, does not wait
+        view.wait_for_rebuild(60)
+        assert view.search(newcomer_probe)[0].member_id == "L-NEW"
+        assert view.search(probe, "another-model")[0].member_id is None
     finally:
         view.close()
 

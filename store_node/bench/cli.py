@@ -117,11 +117,33 @@ def summary_table(result: dict[str, Any]) -> Table:
 @bench_app.command("stream")
 def stream(
     members: Annotated[
-        int, typer.Option(min=1, max=500, help="Members enrolled, each walking by once.")
+        int, typer.Option(min=1, max=500, help="LFW members enrolled, each walking by once.")
     ] = 24,
     strangers: Annotated[
-        int, typer.Option(min=0, max=2000, help="Strangers walking by, never enrolled.")
+        int, typer.Option(min=0, max=2000, help="LFW strangers walking by, never enrolled.")
     ] = 24,
+    yale_members: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=38,
+            help="Extended Yale B members, enrolled lit from the front, seen lit from the side.",
+        ),
+    ] = 4,
+    orl_strangers: Annotated[
+        int, typer.Option(min=0, max=40, help="ORL strangers (one photo each).")
+    ] = 4,
+    yale_azimuth: Annotated[
+        tuple[int, int],
+        typer.Option(
+            help="The side light the Yale members are seen under: lowest and highest azimuth "
+            "in degrees (the data set has 20, 25, 35, 50, 60, ...).",
+        ),
+    ] = (20, 25),
+    detect_side: Annotated[
+        int,
+        typer.Option(min=64, max=1920, help="The detector's working size: longer side in pixels."),
+    ] = 320,
     seed: Annotated[int, typer.Option(help="Draws the people and the script.")] = 0,
     fusion: Annotated[
         list[str] | None,
@@ -137,11 +159,12 @@ def stream(
 ) -> None:
     """The store's camera service on a scripted entrance video made from LFW photos.
 
-    Enrols the members in a temporary store, renders a 640x480 video at 25 fps in which
-    every member (on a photo not enrolled) and every stranger walks through once, up to three
-    at a time, a fifth under poor light, and runs the real camera path on it as fast as it
-    goes. Prints frames per second, milliseconds per stage, visits found, members named
-    correctly, strangers accepted and memory. About 3 minutes at the defaults.
+    Enrols the members (LFW, and Extended Yale B lit from the front) in a temporary store,
+    renders a 640x480 video at 25 fps in which every member (on a photo not enrolled; the
+    Yale members lit from the side) and every stranger (LFW, ORL) walks through once, up to
+    three at a time, a fifth under simulated low light, and runs the real camera path on it
+    as fast as it goes. Prints frames per second, milliseconds per stage, visits found,
+    members named correctly, strangers accepted and memory. About 2 minutes at the defaults.
     """
     from store_node.bench.stream import run_stream_benchmark
     from store_node.camera.fusion import FUSIONS
@@ -155,7 +178,11 @@ def stream(
         result = run_stream_benchmark(
             members=members,
             strangers=strangers,
+            yale_members=yale_members,
+            orl_strangers=orl_strangers,
+            yale_probe_azimuth=yale_azimuth,
             seed=seed,
+            detect_side=detect_side,
             fusions=chosen,
             on_step=lambda text: status.update(f"{text}…"),
         )

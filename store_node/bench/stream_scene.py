@@ -28,6 +28,12 @@ FRAME_HEIGHT = 480
 SPRITE_SIDE = 150
 LANES = 3
 FPS = 25.0
+TIGHT_CROP_SIDE = 200
+"""Photos whose longer side is below this are tight face crops (ORL 92x112, Yale 168x192)."""
+CROP_FACE_HEIGHT = 96
+STAGGER_SECONDS = 1.0
+"""Least time between two people entering (in any lanes): a store's door lets people in one
+after the other, and the score, which has only times, can tell people in view apart."""
 WALK_SPEED = 260.0
 """Pixels per second a person crosses the frame at."""
 
@@ -90,10 +96,13 @@ def make_script(
     order = rng.permutation(len(people))
     lane_free = [0.0] * LANES
     visits = []
+    last_entry = -STAGGER_SECONDS
     for index in order:
         photo, member = people[int(index)]
         lane = int(np.argmin(lane_free))
         enters = lane_free[lane] + float(rng.uniform(*gap_seconds))
+        enters = max(enters, last_entry + STAGGER_SECONDS)
+        last_entry = enters
         visit = ScriptedVisit(
             photo=photo,
             member_id=member,
@@ -136,15 +145,7 @@ def write_video(script: VisitScript, path: Path, *, seed: int, fps: float = FPS)
 
     rng = np.random.default_rng(seed + 1)
     base = background(seed)
-    sprites = {
-        visit.photo: np.asarray(
-            Image.fromarray(load_image(visit.photo)).resize(
-                (SPRITE_SIDE, SPRITE_SIDE), Image.Resampling.BILINEAR
-            ),
-            dtype=np.uint8,
-        )
-        for visit in script.visits
-    }
+    sprites = {visit.photo: sprite(visit.photo) for visit in script.visits}
     lane_top = [round(i * (FRAME_HEIGHT - SPRITE_SIDE) / max(1, LANES - 1)) for i in range(LANES)]
     writer = cv2.VideoWriter(
         str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (FRAME_WIDTH, FRAME_HEIGHT)
@@ -160,14 +161,30 @@ def write_video(script: VisitScript, path: Path, *, seed: int, fps: float = FPS)
                 x = visit.left_edge(seconds)
                 if x is None:
                     continue
-                sprite = sprites[visit.photo]
+                person = sprites[visit.photo]
                 if visit.poor_light:
-                    sprite = through_camera(sprite, CameraCondition.LOW_LIGHT, rng)
-                _paste(frame, sprite, round(x), lane_top[visit.lane])
+                    person = through_camera(person, CameraCondition.LOW_LIGHT, rng)
+                _paste(frame, person, round(x), lane_top[visit.lane])
             writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
     finally:
         writer.release()
     return count
+
+
+def sprite(photo: Path) -> NDArray[np.uint8]:
+    """The person as a ``SPRITE_SIDE`` square: a photo with context (LFW) resized; a tight
+    face crop (ORL, Yale: the face fills the image) made ``CROP_FACE_HEIGHT`` pixels tall on
+    a grey backdrop, as a head seen from a few metres."""
+    image = Image.fromarray(load_image(photo))
+    if max(image.size) >= TIGHT_CROP_SIDE:
+        square = image.resize((SPRITE_SIDE, SPRITE_SIDE), Image.Resampling.BILINEAR)
+        return np.asarray(square, dtype=np.uint8)
+    width = round(image.width * CROP_FACE_HEIGHT / image.height)
+    face = np.asarray(image.resize((width, CROP_FACE_HEIGHT), Image.Resampling.BILINEAR))
+    canvas = np.full((SPRITE_SIDE, SPRITE_SIDE, 3), 118, dtype=np.uint8)
+    top, left = (SPRITE_SIDE - CROP_FACE_HEIGHT) // 3, (SPRITE_SIDE - width) // 2
+    canvas[top : top + CROP_FACE_HEIGHT, left : left + width] = face
+    return canvas
 
 
 def _paste(frame: NDArray[np.uint8], sprite: NDArray[np.uint8], x: int, y: int) -> None:

@@ -1,7 +1,9 @@
 """One camera's frames in, visits out: detect, track, gate by quality, recognise once per track.
 
 Per frame the detector runs on the frame scaled to ``detect_side`` pixels on its longer side
-(faces at a store entrance are 40-150 pixels wide in a 640x480 frame, still 20-75 at 320);
+(faces at a store entrance are 40-150 pixels wide in a 640x480 frame, still 20-75 at 320),
+and every ``full_every``-th frame on the whole frame (up to 640 pixels), which finds the faces
+too small or too poorly lit for the reduced frame;
 the tracker links the faces to the people already in view; each face large enough is aligned
 and its quality measured, and a track keeps the crops of its ``best_frames`` best frames, in
 memory only. When a track ends (the person left, or was not seen for the tracker's
@@ -9,7 +11,9 @@ memory only. When a track ends (the person left, or was not seen for the tracker
 against the gallery as it is at that moment, and dropped; the track becomes one :class:`Visit`.
 A stranger's visit carries no similarity, no identifier and no template.
 
-Tracks seen in fewer than ``min_hits`` frames are dropped as detector noise.
+Tracks seen in fewer than ``MIN_HITS`` frames are dropped as detector noise, and so are tracks
+whose face never grew to the camera's ``smallest_face``: people far behind the door (or a face
+in a poster) are not visitors, and their faces are too small to recognise anyway.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from store_node.face.detector import Face
 
 DETECT_SIDE = 320
 """Longer side, in pixels, of the frame the detector sees (a 640x480 frame is halved)."""
+FULL_SIDE = 640
+FULL_EVERY = 3
 BEST_FRAMES = 3
 MIN_HITS = 3
 STAGES = ("decode", "detect", "track", "embed", "match")
@@ -75,6 +81,10 @@ class CameraRecogniser:
         fusion: how a track's best frames become one decision.
         best_frames: how many frames of a track are embedded.
         detect_side: the detector's working size (longer side, pixels).
+        full_every: every this many frames the detector sees the whole frame (at most
+            ``FULL_SIDE`` pixels) instead: faces too small or too poorly lit to be found at
+            ``detect_side`` still get a detection every few frames, which the tracker bridges.
+            0 never.
         tracker: the tracker (a default ``Tracker`` when None).
     """
 
@@ -88,6 +98,7 @@ class CameraRecogniser:
         fusion: Fusion = mean_fusion,
         best_frames: int = BEST_FRAMES,
         detect_side: int = DETECT_SIDE,
+        full_every: int = FULL_EVERY,
         tracker: Tracker | None = None,
     ) -> None:
         self.camera = camera
@@ -100,11 +111,14 @@ class CameraRecogniser:
         """When a list, every decision is appended with its embeddings (for the benchmark)."""
         self._view = view
         self.detect_side = detect_side
+        self.full_every = full_every
         self._detector = view.pipeline.detector.with_settings(
-            max_side=detect_side, retry_border=0.0
+            max_side=max(detect_side, FULL_SIDE), retry_border=0.0
         )
         self._tracker = tracker if tracker is not None else Tracker()
         self._held: dict[int, _Held] = defaultdict(_Held)
+        self._near: set[int] = set()
+        self._frames = 0
         self._order = 0
 
     def process(self, frame: Frame) -> list[Visit]:
@@ -117,6 +131,7 @@ class CameraRecogniser:
             face = faces[index]
             if face.box[2] - face.box[0] < self.smallest_face:
                 continue
+            self._near.add(track.track_id)
             crop = align_face(frame.pixels, face.landmarks)
             quality = measure(face, crop)
             if quality.usable(self.smallest_face):
@@ -130,7 +145,11 @@ class CameraRecogniser:
         """Faces in frame pixels, found in the frame reduced by a whole factor to at most
         ``detect_side`` (a box average: a third of the cost of a bilinear resize)."""
         height, width = pixels.shape[:2]
-        factor = math.ceil(max(height, width) / self.detect_side)
+        side = self.detect_side
+        self._frames += 1
+        if self.full_every and self._frames % self.full_every == 1 % self.full_every:
+            side = max(side, FULL_SIDE)
+        factor = math.ceil(max(height, width) / side)
         if factor <= 1:
             return self._detector.detect(pixels)
         small = np.asarray(Image.fromarray(pixels).reduce(factor), dtype=np.uint8)
@@ -156,7 +175,9 @@ class CameraRecogniser:
 
     def _close(self, track: Track) -> Visit | None:
         held = self._held.pop(track.track_id, _Held()).best
-        if track.hits < MIN_HITS:
+        near = track.track_id in self._near
+        self._near.discard(track.track_id)
+        if track.hits < MIN_HITS or not near:
             return None
         started_at = self.origin + timedelta(seconds=track.first_seen)
         ended_at = self.origin + timedelta(seconds=track.last_seen)
@@ -165,9 +186,11 @@ class CameraRecogniser:
         crops = np.stack([crop for _, _, crop in held])
         held.clear()
         began = time.perf_counter()
-        embeddings = self._view.pipeline.embed(crops)
+        pipeline = self._view.pipeline
+        embeddings = pipeline.embed(crops)
         embedded = time.perf_counter()
-        decision = self.fusion(embeddings, self._view.search)
+        version = pipeline.model_version
+        decision = self.fusion(embeddings, lambda probes: self._view.search(probes, version))
         self.times.add("embed", embedded - began)
         self.times.add("match", time.perf_counter() - embedded)
         if self.decisions is not None:

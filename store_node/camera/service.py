@@ -33,7 +33,13 @@ from tenacity.wait import wait_random_exponential
 
 from store_node.camera.fusion import FUSIONS
 from store_node.camera.gallery_view import GalleryView, PipelineLoader
-from store_node.camera.recogniser import DETECT_SIDE, CameraRecogniser, StageTimes
+from store_node.camera.recogniser import (
+    BEST_FRAMES,
+    DETECT_SIDE,
+    FULL_EVERY,
+    CameraRecogniser,
+    StageTimes,
+)
 from store_node.camera.sources import (
     CorruptFrame,
     FolderSource,
@@ -74,6 +80,8 @@ class ServiceSettings:
     Attributes:
         fusion: "mean" or "vote" (``store_node.camera.fusion``).
         detect_side: the detector's working size, longer side in pixels.
+        full_every: every this many frames the detector sees the whole frame (0: never).
+        best_frames: how many of a track's best frames decide its visit.
         retry_initial, retry_max: the back-off between tries of a source that is down.
         threads: CPU threads of each face-model call. One: the cameras' threads (and the
             reader beside each) already use the cores; on 2 cores one camera ran at 63 frames
@@ -85,6 +93,8 @@ class ServiceSettings:
 
     fusion: str = "mean"
     detect_side: int = DETECT_SIDE
+    full_every: int = FULL_EVERY
+    best_frames: int = BEST_FRAMES
     retry_initial: float = 1.0
     retry_max: float = 60.0
     threads: int | None = 1
@@ -321,6 +331,8 @@ class _Camera:
             smallest_face=self.spec.smallest_face,
             fusion=FUSIONS[self._settings.fusion],
             detect_side=self._settings.detect_side,
+            full_every=self._settings.full_every,
+            best_frames=self._settings.best_frames,
         )
         recogniser.times = self.times
         self.recogniser = recogniser

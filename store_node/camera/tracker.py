@@ -3,10 +3,11 @@
 A greedy intersection-over-union (IoU) tracker with a constant-velocity prediction, in the
 spirit of SORT (Bewley et al., "Simple Online and Realtime Tracking", ICIP 2016) without the
 Kalman filter: each track predicts where its box will be at the new frame's time, detections
-are matched to the predictions by descending IoU, unmatched detections start tracks, and a
-track not seen for ``lost_after`` seconds ends. At a store entrance people walk at 1-2 m/s
-and faces are 40-150 pixels wide; at 10 frames per second a box moves a fraction of its width
-between frames, which IoU matching follows without appearance features.
+are matched to the prediction (or to the last box, for someone who stopped) by descending
+IoU, unmatched detections start tracks, and a track not seen for ``lost_after`` seconds ends.
+At a store entrance people walk at 1-2 m/s and faces are 40-150 pixels wide; at 10 frames per
+second a box moves a fraction of its width between frames, which IoU matching follows without
+appearance features.
 
 Only boxes and times live here; what a track saw of the face is the recogniser's business.
 """
@@ -96,7 +97,9 @@ class Tracker:
         for t_index, track in enumerate(self._tracks):
             guess = track.predicted(seconds)
             for d_index, box in enumerate(boxes):
-                overlap = iou(guess, box)
+                # The last box too: a person who stops walking (to pause at the door) is
+                # where they were, not where their speed would have taken them.
+                overlap = max(iou(guess, box), iou(track.box, box))
                 if overlap >= self.min_iou:
                     pairs.append((overlap, t_index, d_index))
         pairs.sort(reverse=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from store_node.camera.visit import Visit
 
 VISITS_NAME = "visits.db"
 EVENT_RETENTION_DAYS = 7
+PRUNE_EVERY_SECONDS = 3600.0
+"""A running service deletes expired events at most this often (on recording a visit)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS visit (
     event_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -78,6 +81,7 @@ class VisitLog:
         self.path = path
         # One connection shared by the cameras' threads: one statement or transaction at once.
         self._lock = threading.RLock()
+        self._pruned_at = 0.0
 
     @classmethod
     def open(cls, store_dir: Path, *, create: bool = True) -> VisitLog:
@@ -139,6 +143,8 @@ class VisitLog:
             )
             event_id = cursor.lastrowid
         assert event_id is not None
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_SECONDS:
+            self.prune()
         return event_id
 
     def events_after(self, event_id: int = 0, limit: int = 1000) -> list[VisitEvent]:
@@ -195,6 +201,7 @@ class VisitLog:
     def prune(self, now: datetime | None = None) -> int:
         """Delete events that ended more than ``EVENT_RETENTION_DAYS`` ago; how many."""
         now = now if now is not None else datetime.now(UTC)
+        self._pruned_at = time.monotonic()
         cutoff = (now - timedelta(days=EVENT_RETENTION_DAYS)).isoformat()
         with self._transaction() as db:
             deleted = db.execute("DELETE FROM visit WHERE ended_at < ?", (cutoff,)).rowcount

@@ -557,6 +557,12 @@ class Gallery:
         model_version = check_label(model_version, "the model version")
         return self._open_templates(model_version, resolve_now(now))
 
+    def recognisable_members(self, now: datetime | None = None) -> set[str]:
+        """The members :meth:`identify` may name at ``now`` (consent to recognition in force),
+        without opening any template: cheap enough to ask after every change."""
+        with self._session(write=False) as session:
+            return self._recognisable(session, resolve_now(now))
+
     def template_count(self, model_version: str, now: datetime | None = None) -> int:
         """How many templates one probe of ``model_version`` is compared with at ``now``.
 
