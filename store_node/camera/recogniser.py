@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from store_node.camera.fusion import Fusion, VisitDecision, mean_fusion
+from store_node.camera.fusion import Fusion, mean_fusion
 from store_node.camera.gallery_view import GalleryView
 from store_node.camera.quality import measure
 from store_node.camera.sources import Frame
@@ -107,8 +107,6 @@ class CameraRecogniser:
         self.fusion = fusion
         self.best_frames = best_frames
         self.times = StageTimes()
-        self.decisions: list[tuple[NDArray[np.float32], VisitDecision]] | None = None
-        """When a list, every decision is appended with its embeddings (for the benchmark)."""
         self._view = view
         self.detect_side = detect_side
         self.full_every = full_every
@@ -160,11 +158,6 @@ class CameraRecogniser:
         """End every track (the source ended or the camera stops); their visits."""
         return [v for track in self._tracker.end_all() if (v := self._close(track)) is not None]
 
-    @property
-    def people_in_view(self) -> int:
-        """Tracks not ended."""
-        return len(self._tracker.active)
-
     def _keep(self, track_id: int, score: float, crop: NDArray[np.uint8]) -> None:
         held = self._held[track_id].best
         self._order += 1
@@ -193,8 +186,6 @@ class CameraRecogniser:
         decision = self.fusion(embeddings, lambda probes: self._view.search(probes, version))
         self.times.add("embed", embedded - began)
         self.times.add("match", time.perf_counter() - embedded)
-        if self.decisions is not None:
-            self.decisions.append((embeddings, decision))
         if decision.member_id is None:
             return Visit(self.camera, started_at, ended_at, None, None, None)
         return Visit(

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -155,7 +156,6 @@ class _Camera:
         self.drained = threading.Event()
         """Set when the recogniser has finished the visits of a source that ended."""
         self.times = StageTimes()
-        self.recogniser: CameraRecogniser | None = None
         self.threads = [
             threading.Thread(target=self._read, name=f"camera-{spec.name}-reader", daemon=True),
             threading.Thread(
@@ -236,25 +236,23 @@ class _Camera:
 
     def _pump(self, source: FrameSource) -> bool:
         """Frames from ``source`` into the queue until it ends (True) or we stop."""
-        frames = sampled(source, self.spec.fps)
+        frames = sampled(source, self.spec.fps, on_corrupt=self._skip_corrupt)
         while not self._stopping.is_set():
             started = time.perf_counter()
-            try:
-                frame = next(frames)
-            except StopIteration:
+            frame = next(frames, None)
+            if frame is None:
                 return True
-            except CorruptFrame as err:
-                with self._lock:
-                    self.health.corrupt += 1
-                log.warning("camera %s: skipped a corrupt frame (%s)", self.spec.name, err)
-                frames = sampled(source, self.spec.fps)
-                continue
             self.times.add("decode", time.perf_counter() - started)
             if source.live:
                 self._put_live(frame)
             else:
                 self._put(frame)
         return False
+
+    def _skip_corrupt(self, err: CorruptFrame) -> None:
+        with self._lock:
+            self.health.corrupt += 1
+        log.warning("camera %s: skipped a corrupt frame (%s)", self.spec.name, err)
 
     def _put(self, item: object) -> None:
         while not self._stopping.is_set():
@@ -276,13 +274,10 @@ class _Camera:
                     dropped = self._queue.get_nowait()
                 except queue.Empty:
                     continue
-                if isinstance(dropped, Frame):
-                    with self._lock:
-                        self.health.dropped += 1
-                else:  # a marker must not be lost: it goes back, this frame is dropped
-                    self._queue.put(dropped)
-                    with self._lock:
-                        self.health.dropped += 1
+                with self._lock:
+                    self.health.dropped += 1
+                if not isinstance(dropped, Frame):  # a marker must not be lost: it goes
+                    self._queue.put(dropped)  # back, and this frame is the one dropped
                     return
 
     def _put_final(self) -> None:
@@ -335,7 +330,6 @@ class _Camera:
             best_frames=self._settings.best_frames,
         )
         recogniser.times = self.times
-        self.recogniser = recogniser
         return recogniser
 
     def _record(self, visits: list[Visit]) -> None:
@@ -396,12 +390,10 @@ def pipeline_loader(paths: StorePaths, settings: ServiceSettings) -> PipelineLoa
 def _file_signature(source: str) -> tuple[int, int] | None:
     """(size, mtime) of a video file source, None for any other kind."""
     try:
-        stat = os.stat(source)
+        found = os.stat(source)
     except OSError:
         return None
-    if not os.path.isfile(source):
-        return None
-    return stat.st_size, stat.st_mtime_ns
+    return (found.st_size, found.st_mtime_ns) if stat.S_ISREG(found.st_mode) else None
 
 
 class CameraService:

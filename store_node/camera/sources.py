@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -102,13 +102,27 @@ def open_source(source: str, after: str = "") -> FrameSource:
     )
 
 
-def sampled(source: FrameSource, fps: float) -> Iterator[Frame]:
+def sampled(
+    source: FrameSource,
+    fps: float,
+    on_corrupt: Callable[[CorruptFrame], None] | None = None,
+) -> Iterator[Frame]:
     """The frames of ``source`` at most ``fps`` per second of media time (skipped ones are
-    read and dropped, never decoded twice); corrupt frames propagate as ``CorruptFrame``."""
+    read and dropped, never decoded twice).
+
+    A corrupt frame is handed to ``on_corrupt`` and the sampling goes on on its schedule; with
+    no ``on_corrupt`` it propagates as ``CorruptFrame`` (and ends the iteration).
+    """
     period = 1.0 / fps
     due = -1.0
     while True:
-        frame = source.read()
+        try:
+            frame = source.read()
+        except CorruptFrame as err:
+            if on_corrupt is None:
+                raise
+            on_corrupt(err)
+            continue
         if frame is None:
             return
         # A small tolerance keeps a 30 fps source at 15 fps from alternating 1 and 2 skips.

@@ -85,11 +85,6 @@ class Tracker:
         self._tracks: list[Track] = []
         self._next_id = 1
 
-    @property
-    def active(self) -> list[Track]:
-        """The tracks that have not ended."""
-        return list(self._tracks)
-
     def update(self, boxes: list[Box], seconds: float) -> TrackUpdate:
         """Match the boxes detected at media time ``seconds`` to the tracks."""
         update = TrackUpdate()
