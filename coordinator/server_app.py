@@ -25,6 +25,7 @@ from coordinator.home import CoordinatorHome
 from coordinator.initial_model import pretrained_backbone
 from coordinator.model_versions import save_model_version
 from coordinator.pki import load_model_signing_key
+from coordinator.prompt_grid import PromptGrid
 from coordinator.round_reports import RegistryRoundReports
 from coordinator.run_config import FederationSettings
 from coordinator.strategy import build_strategy
@@ -50,7 +51,7 @@ def main(grid: Grid, context: Context) -> None:
     layout = BackboneLayout.of(pretrained)
     try:
         result = build_strategy(settings, on_round=reports).start(
-            grid=grid,
+            grid=PromptGrid(grid),
             initial_arrays=ArrayRecord(layout.pack(pretrained)),
             num_rounds=settings.num_rounds,
             timeout=settings.round_timeout_seconds,

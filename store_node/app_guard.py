@@ -321,7 +321,8 @@ def install_guard() -> None:
 
 
 def main() -> NoReturn:
-    """``loyalnet-supernode``: ``flower-supernode`` (same options) that refuses foreign bundles.
+    """``loyalnet-supernode``: ``flower-supernode`` (same options) that refuses foreign bundles
+    and picks up a run's messages promptly (``store_node.prompt_pickup``).
 
     Use it instead of ``flower-supernode`` wherever a store's SuperNode runs.
     """
@@ -329,9 +330,12 @@ def main() -> NoReturn:
 
     from flwr.supernode.cli import flower_supernode
 
+    from store_node.prompt_pickup import PromptPickupError, install_prompt_pickup
+
     try:
         install_guard()
-    except AppGuardError as err:
+        install_prompt_pickup()
+    except (AppGuardError, PromptPickupError) as err:
         print(f"loyalnet-supernode: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     flower_supernode()
