@@ -6,8 +6,9 @@
 ``protos/loyalnet/chain/v1/chain.proto`` becomes ``loyalnet/chain/v1/chain_pb2.py`` (messages),
 ``chain_pb2_grpc.py`` (services) and their ``.pyi`` type stubs (mypy-protobuf), all generated
 by grpcio-tools' bundled protoc: nobody edits them by hand. tox runs the check.
-``protos/loyalnet/store/v1/store.proto`` (the store's local API) becomes
-``loyalnet/store/v1/store_pb2*.py`` the same way.
+``protos/loyalnet/store/v1/store.proto`` (the store's local API) and ``trainer.proto`` (the
+trainer of ``store serve``, for the store's ClientApp) become ``loyalnet/store/v1/store_pb2*.py``
+and ``trainer_pb2*.py`` the same way.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from store_node.client_app import round_training_config
+from store_node.trainer.round import round_training_config
 from store_node.training.local import train_store_round
 
 TrainedRound = Callable[[int, dict[str, torch.Tensor], float], None]

@@ -41,6 +41,12 @@ private run, clipped) backbone goes as its float16 change from the received one,
 bytes (``loyalnet.update_encoding``, :func:`encode_when_asked`); ``arrays-bytes`` counts what
 is sent.
 
+Where the round is trained: Flower starts this ClientApp as a fresh process for every message,
+so it imports neither torch nor the gallery. When the store's ``loyalnet store serve`` runs, it
+hands the round to it over the store's trainer socket (``store_node.trainer``), where they are
+loaded already; otherwise it trains here, with the same code (``store_node.trainer.round``).
+Either way the store's own limits decide.
+
 A failure is logged here in full and leaves the store only as its exception class: Flower
 would otherwise send the exception's text to the coordinator, and a gallery error may name a
 member.
@@ -48,30 +54,23 @@ member.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
-import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import log
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from loyalnet.errors import LoyalnetError
-from loyalnet.packed_backbone import BackboneLayout, PackedBackboneError
 from loyalnet.update_encoding import (
     FLOAT16_DELTA,
     UPDATE_ENCODING_KEY,
     encode_float16_delta,
 )
-from store_node.config import StorePaths, read_config
-from store_node.gallery import Gallery, GalleryBusyError, ScrubError
-from store_node.training.backbone import backbone_layout
-from store_node.training.floor import SERVER_ROUND_KEY, round_refusal
-from store_node.training.local import TrainingConfig, TrainingOutcome, train_store_round
+from store_node.trainer.answer import RoundAnswer, StoreRoundError
+from store_node.trainer.client import answer_in_serve
 
 STORE_DIR_KEY = "store-dir"
 """Node config key: the store folder (``gallery.db``, ``store.key``, ``store.toml``)."""
@@ -83,10 +82,6 @@ DECLINED_KEY = "declined"
 """The metric that says a store declined (1) or trained (0)."""
 
 app = ClientApp()
-
-
-class StoreRoundError(LoyalnetError):
-    """The store could not take part in the round; the text is safe to send."""
 
 
 def encode_when_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -154,53 +149,26 @@ def train(msg: Message, context: Context) -> Message:
 
 def _train(msg: Message, context: Context) -> Message:
     store_dir = _store_dir(context)
-    _set_threads(context)
     received = msg.content.array_records["arrays"]
+    packed = {name: array.numpy() for name, array in received.items()}
     settings: dict[str, object] = dict(msg.content.config_records.get("config", ConfigRecord()))
-    paths = StorePaths(store_dir)
-    refusal = round_refusal(settings, read_config(paths).training)
-    if refusal:  # before any training data is read
-        log(WARNING, "this store declines the round: %s", refusal)
-        return declining_reply(msg)
-    # Unpacked with the store's own names and shapes: the coordinator cannot choose them.
-    layout = backbone_layout()
-    try:
-        global_backbone = layout.unpack(received.to_torch_state_dict())
-    except PackedBackboneError as err:
-        raise StoreRoundError(str(err)) from None
-    _purge_expired(paths)
-    config = round_training_config(settings)
-    outcome = train_store_round(store_dir, global_backbone, config)
-    if outcome.backbone is None:
-        log(INFO, "this store declines the round: %s", outcome.declined)
-        return declining_reply(msg)
-    sent = _backbone_record(outcome.backbone, layout)
-    log(INFO, "round done: %d examples, %.1f s", outcome.examples, outcome.seconds)
-    content = RecordDict({"arrays": sent, "metrics": reply_metrics(outcome, sent)})
-    return Message(content, reply_to=msg)
+    answer = answer_in_serve(store_dir, packed, settings)
+    if answer is None:  # no `store serve` running: the same answer, computed here
+        _set_threads(context)
+        from store_node.trainer.round import answer_round
 
-
-def _purge_expired(paths: StorePaths) -> None:
-    """Purge the biometrics of members whose consent has lapsed, before they can be trained on.
-
-    The SuperNode is the store's long-running process, so each round is also the store's
-    regular purge (``Gallery.purge_expired``; ``loyalnet store purge`` does it by hand). Only a
-    count reaches the store's log, and nothing of it the coordinator. A purge that has to wait
-    for another program is logged and the round goes on: training never reads a lapsed
-    member's crops anyway.
-    """
-    try:
-        with Gallery.open(paths.database, paths.key) as gallery:
-            report = gallery.purge_expired()
-    except (GalleryBusyError, ScrubError) as err:
-        log(WARNING, "purging lapsed consents did not finish: %s", err)
-        return
-    if report.member_refs:
+        answer = answer_round(store_dir, packed, settings)
+    if answer.arrays is None:
         log(
-            INFO,
-            "purged the biometrics of %d member(s) whose consent lapsed",
-            len(report.member_refs),
+            WARNING if answer.refused else INFO,
+            "this store declines the round: %s",
+            answer.declined,
         )
+        return declining_reply(msg)
+    sent = _packed_record(answer, list(received.keys()))
+    log(INFO, "round done: %d examples, %.1f s", answer.examples, answer.seconds)
+    content = RecordDict({"arrays": sent, "metrics": reply_metrics(answer, sent)})
+    return Message(content, reply_to=msg)
 
 
 def declining_reply(msg: Message) -> Message:
@@ -218,21 +186,7 @@ def declined_metrics() -> MetricRecord:
     return MetricRecord({DECLINED_KEY: 1})
 
 
-def round_training_config(settings: dict[str, object]) -> TrainingConfig:
-    """The round's training settings; the seed offset by the round number when it is sent.
-
-    Flower's FedAvg puts ``server-round`` in every training message. Offsetting the run's seed
-    by it gives each round its own crop order and augmentation draw (the same seed every round
-    would show the network the same augmented views again), and keeps rounds reproducible.
-    """
-    config = TrainingConfig.from_run_config(settings)
-    server_round = settings.get(SERVER_ROUND_KEY)
-    if isinstance(server_round, int) and not isinstance(server_round, bool):
-        config = replace(config, seed=config.seed + server_round)
-    return config
-
-
-def reply_metrics(outcome: TrainingOutcome, sent: ArrayRecord) -> MetricRecord:
+def reply_metrics(answer: RoundAnswer, sent: ArrayRecord) -> MetricRecord:
     """The round's numbers as sent: store-level totals and means only, nothing per member.
 
     For a trained round: ``num-examples`` (crops trained on; the FedAvg weight), ``members``
@@ -241,16 +195,16 @@ def reply_metrics(outcome: TrainingOutcome, sent: ArrayRecord) -> MetricRecord:
     (bytes of array data in the reply). For a declined one, only ``declined`` 1
     (:func:`declined_metrics`): no count of any kind.
     """
-    if outcome.backbone is None or outcome.declined:
+    if answer.arrays is None or answer.declined:
         return declined_metrics()
     return MetricRecord(
         {
-            WEIGHT_KEY: outcome.examples,
-            "members": outcome.members,
+            WEIGHT_KEY: answer.examples,
+            "members": answer.members,
             DECLINED_KEY: 0,
-            "loss-first-epoch": outcome.loss_first_epoch,
-            "loss-last-epoch": outcome.loss_last_epoch,
-            "train-seconds": outcome.seconds,
+            "loss-first-epoch": answer.loss_first_epoch,
+            "loss-last-epoch": answer.loss_last_epoch,
+            "train-seconds": answer.seconds,
             "arrays-bytes": sent.count_bytes(),
         }
     )
@@ -261,19 +215,20 @@ def _declined(reply: Message) -> bool:
     return not any(record for record in reply.content.array_records.values())
 
 
-def _backbone_record(backbone: dict[str, torch.Tensor], layout: BackboneLayout) -> ArrayRecord:
-    """The trained backbone packed as the global model came (``loyalnet.packed_backbone``).
+def _packed_record(answer: RoundAnswer, received_order: list[str]) -> ArrayRecord:
+    """The trained backbone's packed arrays in the order the global model's came.
 
-    Refused unless it has exactly the layout's tensors: the coordinator averages the packed
+    Refused unless they are exactly the received ones: the coordinator averages the packed
     arrays number by number, so a mismatch is caught here, where it can be explained. The
-    arrays go in the received order, which Flower's ``fixedclipping_mod`` requires.
+    received order is what Flower's ``fixedclipping_mod`` pairs the arrays by.
     """
-    if set(backbone) != set(layout.shapes):
+    assert answer.arrays is not None
+    if set(answer.arrays) != set(received_order):
         raise StoreRoundError(
             "the trained backbone's tensors differ from the global model's; update loyalnet "
             "on this store or on the coordinator so both send the same backbone."
         )
-    return ArrayRecord(layout.pack(backbone))
+    return ArrayRecord({name: Array(answer.arrays[name]) for name in received_order})
 
 
 def _store_dir(context: Context) -> Path:
@@ -292,5 +247,7 @@ def _set_threads(context: Context) -> None:
         return
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise StoreRoundError(f"node config {THREADS_KEY} must be a whole number >= 1.")
+    import torch
+
     # Each message runs in a fresh process, so this touches only this round's training.
     torch.set_num_threads(threads)

@@ -42,6 +42,7 @@ from typing import Any
 
 from loyalnet.errors import LoyalnetError
 from store_node.gallery.gallery import MAX_RETENTION_DAYS
+from store_node.trainer.answer import TRAINER_SOCKET_NAME
 
 CONFIG_NAME = "store.toml"
 DATABASE_NAME = "gallery.db"
@@ -444,6 +445,12 @@ class StorePaths:
         """The store's control-plane client certificate (public), kept by ``loyalnet store join
         --certificate``: CN the store's id, OU ``store``, for the store's own ``node_key``."""
         return self.root / CONTROL_PLANE_CERTIFICATE_NAME
+
+    @property
+    def trainer_socket(self) -> Path:
+        """The Unix socket of the store's trainer while ``loyalnet store serve`` runs
+        (``store_node.trainer``)."""
+        return self.root / TRAINER_SOCKET_NAME
 
 
 def new_store_id() -> str:

@@ -4,6 +4,8 @@ It runs, in the foreground, the store's *services* side by side and stops them t
 
 - the control-plane sync agent (``store_node.sync.SyncAgent``): heartbeats, the chain's
   erasure and model commands, signed receipts;
+- the trainer (``store_node.trainer``), for a store of a chain: it answers the chain's training
+  rounds for the store's SuperNode, whose ClientApp would otherwise load torch anew each round;
 - the cameras (``store_node.camera.service.CameraService``): each camera of ``store.toml``
   (and of ``--camera``) read, recognised and turned into visit events; the agent's heartbeat
   carries their counts of the day.
@@ -47,6 +49,7 @@ from store_node.config import (
 from store_node.local_api.server import LocalApi
 from store_node.sync import AgentSettings, ControlPlane, SyncAgent, control_plane_of
 from store_node.sync.agent import rpc_problem
+from store_node.trainer.server import Trainer
 
 log = logging.getLogger("loyalnet.store.serve")
 
@@ -80,12 +83,15 @@ def store_services(
     """The services of the store's process, in the order they start (they stop in reverse).
 
     The agent starts first, so that erasures keep flowing while the cameras warm up; it reads
-    the cameras' visit counts for its heartbeat. ``local``: the cameras and the local API.
+    the cameras' visit counts for its heartbeat. A store of a chain also trains the chain's
+    rounds here, for its SuperNode (``store_node.trainer``). ``local``: the cameras and the
+    local API.
     """
     services: list[StoreService] = []
     cameras = next((s for s in local if isinstance(s, CameraService)), None)
     if control_plane is not None:
         services.append(SyncAgent(paths, control_plane, settings, visits=cameras))
+        services.append(Trainer(paths, settings.threads))
     services.extend(local)
     return services
 

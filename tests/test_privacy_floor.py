@@ -28,10 +28,12 @@ from hypothesis import strategies as st
 from synthetic import random_crops, unit_vectors
 
 import store_node.client_app as client_app
+import store_node.trainer.round as store_round
 from coordinator.run_config import TRAINING_DEFAULTS
 from loyalnet.packed_backbone import PACKED_KEYS, BackboneLayout
 from store_node.config import StoreConfig, StorePaths, TrainingLimits, read_config, write_config
 from store_node.gallery import Gallery
+from store_node.trainer.round import answer_of
 from store_node.training.floor import round_refusal
 from store_node.training.local import TrainingConfig, TrainingOutcome, train_store_round
 
@@ -85,7 +87,7 @@ class TrainingSpy:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> TrainingSpy:
     recorded = TrainingSpy()
-    monkeypatch.setattr(client_app, "train_store_round", recorded)
+    monkeypatch.setattr(store_round, "train_store_round", recorded)
     return recorded
 
 
@@ -110,7 +112,7 @@ def _round(store: Path, **changes: bool | int | float | None) -> Message:
     message = Message(content, dst_node_id=1, message_type="train")
     context = Context(1, 1, {client_app.STORE_DIR_KEY: str(store)}, RecordDict(), {})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(client_app, "backbone_layout", lambda: LAYOUT)
+        patch.setattr(store_round, "backbone_layout", lambda: LAYOUT)
         return client_app.app(message, context)
 
 
@@ -227,7 +229,7 @@ def test_the_store_never_trains_below_its_own_floor(store: Path) -> None:
     outcome = train_store_round(store, GLOBAL, TrainingConfig(min_members=2))
     assert outcome.backbone is None and outcome.examples == 0
     assert "no fewer than 6" in outcome.declined and "min_members" in outcome.declined
-    assert client_app.reply_metrics(outcome, ArrayRecord()) == {"declined": 1}
+    assert client_app.reply_metrics(answer_of(outcome), ArrayRecord()) == {"declined": 1}
 
 
 def test_a_broken_store_toml_fails_the_round_without_saying_why(

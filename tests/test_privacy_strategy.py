@@ -36,7 +36,8 @@ from coordinator.run_config import FederationSettings, default_run_config
 from coordinator.store_privacy import STORE_WEIGHT_KEY, StorePrivacy
 from coordinator.strategy import WEIGHT_KEY, StoreRounds, build_strategy
 from loyalnet.packed_backbone import PACKED_KEYS, BackboneLayout
-from store_node.client_app import _backbone_record, clip_when_asked, declining_reply
+from store_node.client_app import _packed_record, clip_when_asked, declining_reply
+from store_node.trainer.answer import RoundAnswer, StoreRoundError
 
 Arrays = dict[str, NDArray[np.float32]]
 
@@ -301,6 +302,8 @@ def test_the_store_sends_its_packed_arrays_in_the_order_they_came() -> None:
         "a.running_var": torch.ones(3),
         "a.running_mean": torch.zeros(3),
     }
-    layout = BackboneLayout.of(state)
-    trained = dict(reversed(list(state.items())))
-    assert list(_backbone_record(trained, layout)) == list(PACKED_KEYS)
+    packed = BackboneLayout.of(state).pack(state)
+    trained = RoundAnswer({name: packed[name].numpy() for name in reversed(list(packed))})
+    assert list(_packed_record(trained, list(PACKED_KEYS))) == list(PACKED_KEYS)
+    with pytest.raises(StoreRoundError, match="differ from the global model"):
+        _packed_record(trained, list(PACKED_KEYS)[:2])

@@ -5,7 +5,7 @@
   every cosine similarity is ``cos`` of an angle difference and the right answers can be read
   off a circle.
 - :mod:`simulations.photos`: cameras and the aligned-crop cache, on real LFW photos.
-- :func:`store_node.client_app.round_training_config`: the per-round seed.
+- :func:`store_node.trainer.round.round_training_config`: the per-round seed.
 - :class:`coordinator.strategy.StoreRounds`: averaging that does not depend on arrival order.
 - :mod:`simulations.results`: the results file and its summary numbers.
 """
@@ -47,8 +47,8 @@ from simulations.results import (
     StrategyResult,
 )
 from store_node.bench.verification import kfold_accuracy, tar_at_far
-from store_node.client_app import round_training_config
 from store_node.face import FacePipeline, load_image
+from store_node.trainer.round import round_training_config
 
 DIM = 128
 

@@ -30,6 +30,7 @@ from store_node.retemplate import (
     recognition_pipeline,
     recognition_version,
 )
+from store_node.trainer.round import answer_of
 from store_node.training import (
     TrainingConfig,
     backbone_state,
@@ -211,7 +212,7 @@ def test_a_store_with_too_few_members_declines(
     outcome = train_store_round(store, global_backbone, TrainingConfig(min_members=7))
     assert outcome.backbone is None and outcome.examples == 0 and outcome.members == 6
     assert outcome.declined == "only 6 consenting members, the run needs 7"
-    assert reply_metrics(outcome, ArrayRecord()) == {"declined": 1}  # no count is sent
+    assert reply_metrics(answer_of(outcome), ArrayRecord()) == {"declined": 1}  # no count is sent
     assert _raw(StorePaths(store).database, "SELECT count(*) FROM class_weights") == [(0,)]
 
 
