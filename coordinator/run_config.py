@@ -99,6 +99,7 @@ TRAINING_DEFAULTS: dict[str, bool | int | float] = {
     "scale": 30.0,
     "min-members": 5,
     "freeze-batchnorm": True,
+    "frozen-layers": 0,
     "seed": 0,
 }
 """Local training settings sent to every store, in kebab case."""

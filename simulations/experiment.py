@@ -46,6 +46,7 @@ weight_decay = 0.0005         # L2 penalty on the backbone, >= 0
 margin = 0.35                 # CosFace margin, in [0, 1)
 scale = 30.0                  # CosFace scale, > 0
 min_members = 5               # a store with fewer consenting members declines a round, >= 2
+frozen_layers = 0             # MobileFaceNet's first layers kept at the global weights, 0-21
 
 [privacy]                     # the "fedavg-dp" strategy
 noise_multiplier = 1.0        # sigma, > 0
@@ -171,6 +172,7 @@ class TrainingSpec:
         margin: CosFace cosine margin, in [0, 1).
         scale: CosFace logit scale, > 0.
         min_members: a store with fewer consenting members declines the round, >= 2.
+        frozen_layers: MobileFaceNet's first layers kept at the global weights, 0-21.
     """
 
     local_epochs: int = 1
@@ -180,6 +182,7 @@ class TrainingSpec:
     margin: float = 0.35
     scale: float = 30.0
     min_members: int = 5
+    frozen_layers: int = 0
 
     def run_config(self) -> dict[str, bool | int | float]:
         """The settings in the stores' run config keys: every key of
@@ -470,6 +473,7 @@ _TRAINING_RULES: dict[str, _Range] = {
     "margin": _Range(0, 1, high_open=True),
     "scale": _Range(0, low_open=True),
     "min_members": _Range(2),
+    "frozen_layers": _Range(0, 21),
 }
 _PRIVACY_RULES: dict[str, _Range] = {
     "noise_multiplier": _Range(0, low_open=True),

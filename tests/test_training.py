@@ -37,6 +37,7 @@ from store_node.training import (
     fine_tuned_version,
     train_store_round,
 )
+from store_node.training.errors import TrainingError
 
 TRAINED = (
     "Ariel_Sharon",
@@ -204,6 +205,23 @@ def test_erasing_a_trained_member_leaves_no_class_weight(
     files = _folder_bytes(store)
     assert not [name for name, data in files.items() if sealed[erased][:64] in data]
     assert [name for name, data in files.items() if sealed[TRAINED[1]][:64] in data]
+
+
+def test_frozen_layers_come_back_as_they_were_sent(
+    store: Path, global_backbone: dict[str, torch.Tensor]
+) -> None:
+    """The first 8 layers (stem and the 28x28 stage) stay; the later ones train."""
+    trained = train_store_round(store, global_backbone, TrainingConfig(frozen_layers=8)).backbone
+    assert trained is not None
+    early = ("conv1.", "dw_conv.", *(f"features.{i}." for i in range(6)))
+    kept = [name for name in global_backbone if name.startswith(early)]
+    moved = [name for name in global_backbone if name.startswith("features.10.")]
+    assert kept and moved
+    for name in kept:
+        assert torch.equal(trained[name], global_backbone[name]), name
+    assert any(not torch.equal(trained[name], global_backbone[name]) for name in moved)
+    with pytest.raises(TrainingError, match=r"outside 0\.\.21"):
+        train_store_round(store, global_backbone, TrainingConfig(frozen_layers=22))
 
 
 def test_a_store_with_too_few_members_declines(

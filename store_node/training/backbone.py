@@ -31,6 +31,7 @@ from torch import nn
 from loyalnet.model_digest import state_digest as canonical_state_digest
 from loyalnet.packed_backbone import BackboneLayout
 from store_node.face.mobilefacenet import MobileFaceNet
+from store_node.training.errors import TrainingError
 from store_node.training.model_check import check_backbone
 
 FINE_TUNED_PREFIX = "mobilefacenet-ft-"
@@ -99,3 +100,37 @@ def freeze_batchnorm_statistics(network: nn.Module) -> None:
     for module in network.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def freeze_leading_layers(network: MobileFaceNet, count: int) -> None:
+    """Keep the first ``count`` layers of ``network`` at the received weights (no gradient).
+
+    Layers in input order: ``conv1``, ``dw_conv``, the 15 bottlenecks of ``features``,
+    ``conv2``, ``gdconv``, ``conv3``, ``bn`` (21 in all). Early layers hold the general
+    edge and texture filters learned from millions of faces; fine-tuning only the later ones
+    on a few hundred store crops is the usual guard against forgetting them.
+
+    Raises:
+        TrainingError: ``count`` is negative or more than the network's layers.
+    """
+    layers = leading_layers(network)
+    if not 0 <= count <= len(layers):
+        raise TrainingError(
+            f"frozen_layers = {count} is outside 0..{len(layers)} (MobileFaceNet's layers)"
+        )
+    for layer in layers[:count]:
+        for parameter in layer.parameters():
+            parameter.requires_grad_(False)
+
+
+def leading_layers(network: MobileFaceNet) -> list[nn.Module]:
+    """``network``'s layers in input order (see :func:`freeze_leading_layers`)."""
+    return [
+        network.conv1,
+        network.dw_conv,
+        *network.features,
+        network.conv2,
+        network.gdconv,
+        network.conv3,
+        network.bn,
+    ]

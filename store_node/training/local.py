@@ -40,7 +40,7 @@ import torch
 from numpy.typing import NDArray
 
 from store_node.config import TRAINING_TABLE, StorePaths, read_config
-from store_node.face.mobilefacenet import EMBEDDING_DIM
+from store_node.face.mobilefacenet import EMBEDDING_DIM, MobileFaceNet
 from store_node.gallery import Gallery
 from store_node.gallery.class_weights import load_class_weights, save_class_weights
 from store_node.gallery.training_data import TrainingSet, training_examples
@@ -48,6 +48,7 @@ from store_node.training.augment import AugmentConfig, augment
 from store_node.training.backbone import (
     backbone_state,
     freeze_batchnorm_statistics,
+    freeze_leading_layers,
     load_backbone,
 )
 from store_node.training.cosface import CosFaceHead, mean_embeddings
@@ -91,6 +92,8 @@ class TrainingConfig:
             crops of a few people give noisy, biased batch statistics that would pull the
             pretrained ones (from 3.8M faces) off; frozen statistics also leave nothing of the
             store's feature distribution in the message (see :mod:`.backbone`).
+        frozen_layers: the first this many of MobileFaceNet's 21 layers keep the received
+            weights (``freeze_leading_layers``); 0 (default) fine-tunes them all.
         seed: seeds the order of the crops and the augmentation; same seed, same data, same
             thread count -> the same backbone. Give each round its own (e.g. the run's seed
             plus the server round), or every round sees the same augmented views.
@@ -105,6 +108,7 @@ class TrainingConfig:
     proximal_mu: float = 0.0
     min_members: int = 5
     freeze_batchnorm: bool = True
+    frozen_layers: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -119,6 +123,7 @@ class TrainingConfig:
                 ("scale > 0", self.scale > 0),
                 ("proximal_mu >= 0", self.proximal_mu >= 0),
                 ("min_members >= 2", self.min_members >= 2),
+                ("frozen_layers >= 0", self.frozen_layers >= 0),
             )
             if not ok
         ]
@@ -281,7 +286,7 @@ def _initial_rows(
 
 
 def _fit(
-    network: torch.nn.Module,
+    network: MobileFaceNet,
     head: CosFaceHead,
     data: TrainingSet,
     config: TrainingConfig,
@@ -292,10 +297,14 @@ def _fit(
     network.train()
     if config.freeze_batchnorm:
         freeze_batchnorm_statistics(network)
+    freeze_leading_layers(network, config.frozen_layers)
     anchor = parameter_anchor(network) if config.proximal_mu > 0 else {}
     optimiser = torch.optim.SGD(
         [
-            {"params": list(network.parameters()), "weight_decay": config.weight_decay},
+            {
+                "params": [p for p in network.parameters() if p.requires_grad],
+                "weight_decay": config.weight_decay,
+            },
             {"params": list(head.parameters()), "weight_decay": 0.0},
         ],
         lr=config.learning_rate,
