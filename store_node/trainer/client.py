@@ -12,7 +12,7 @@ import numpy as np
 from loyalnet.store.v1 import trainer_pb2, trainer_pb2_grpc
 from store_node.trainer.answer import TRAINER_SOCKET_NAME, RoundAnswer, StoreRoundError
 from store_node.trainer.wire import (
-    MAX_MESSAGE_BYTES,
+    MESSAGE_SIZE_OPTIONS,
     answer_from_wire,
     settings_to_json,
     to_wire,
@@ -42,11 +42,7 @@ def answer_in_serve(
     if not socket.exists() or settings_json is None:
         return None
     request = trainer_pb2.TrainRoundRequest(arrays=to_wire(received), settings_json=settings_json)
-    options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ]
-    with grpc.insecure_channel(f"unix:{socket.resolve()}", options=options) as channel:
+    with grpc.insecure_channel(f"unix:{socket.resolve()}", options=MESSAGE_SIZE_OPTIONS) as channel:
         stub = trainer_pb2_grpc.TrainerStub(channel)
         try:
             reply = stub.TrainRound(request, timeout=timeout_seconds)

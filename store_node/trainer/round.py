@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loyalnet.packed_backbone import PackedBackboneError
+from loyalnet.packed_backbone import BackboneLayout, PackedBackboneError
 from store_node.config import StorePaths, read_config
 from store_node.gallery import Gallery, GalleryBusyError, ScrubError
 from store_node.trainer.answer import PackedArrays, RoundAnswer, StoreRoundError
@@ -59,11 +59,14 @@ def answer_round(
         raise StoreRoundError(str(err)) from None
     purge_expired(paths)
     outcome = train_store_round(store_dir, global_backbone, round_training_config(settings))
-    return answer_of(outcome)
+    return answer_of(outcome, layout)
 
 
-def answer_of(outcome: TrainingOutcome) -> RoundAnswer:
+def answer_of(outcome: TrainingOutcome, layout: BackboneLayout | None = None) -> RoundAnswer:
     """``outcome`` as the answer sent: the trained backbone packed, and its numbers.
+
+    ``layout`` is the store's ``backbone_layout()`` (built here when None; building it makes
+    a whole MobileFaceNet, so a caller that holds it passes it).
 
     Raises:
         StoreRoundError: the trained backbone lacks a tensor of the layout, or has more (the
@@ -72,7 +75,7 @@ def answer_of(outcome: TrainingOutcome) -> RoundAnswer:
     """
     if outcome.backbone is None:
         return RoundAnswer.declining(outcome.declined)
-    layout = backbone_layout()
+    layout = layout if layout is not None else backbone_layout()
     if set(outcome.backbone) != set(layout.shapes):
         raise StoreRoundError(
             "the trained backbone's tensors differ from the global model's; update loyalnet "

@@ -20,7 +20,7 @@ from loyalnet.store.v1 import trainer_pb2, trainer_pb2_grpc
 from store_node.config import StorePaths
 from store_node.trainer.answer import StoreRoundError
 from store_node.trainer.wire import (
-    MAX_MESSAGE_BYTES,
+    MESSAGE_SIZE_OPTIONS,
     answer_to_wire,
     from_wire,
     settings_from_json,
@@ -105,10 +105,7 @@ class Trainer:
         socket.unlink(missing_ok=True)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="trainer"),
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
+            options=MESSAGE_SIZE_OPTIONS,
         )
         trainer_pb2_grpc.add_TrainerServicer_to_server(
             TrainerServicer(self._paths, threads), server

@@ -12,6 +12,11 @@ from store_node.trainer.answer import PackedArrays, RoundAnswer, StoreRoundError
 
 MAX_MESSAGE_BYTES = 64 * 2**20
 """The packed backbone is 4.1 MB each way; gRPC's default limit is 4 MiB."""
+MESSAGE_SIZE_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+"""The gRPC options of both ends of the trainer's socket."""
 
 
 def to_wire(arrays: Mapping[str, np.ndarray]) -> list[trainer_pb2.PackedArray]:
