@@ -158,6 +158,8 @@ def _train(msg: Message, context: Context) -> Message:
         from store_node.trainer.round import answer_round
 
         answer = answer_round(store_dir, packed, settings)
+    if answer.purged:  # a count for this store's log; the coordinator is not told
+        log(INFO, "purged the biometrics of %d member(s) whose consent lapsed", answer.purged)
     if answer.arrays is None:
         log(
             WARNING if answer.refused else INFO,

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,33 @@ def test_a_round_trained_in_serve_is_the_round_the_clientapp_would_train(
         np.testing.assert_array_equal(served.arrays[name], here.arrays[name])
     moved = served.arrays["backbone.parameters"] - global_model["backbone.parameters"]
     assert np.abs(moved).max() > 0  # it did train
+
+
+def test_a_lapsed_consent_is_purged_before_the_round_and_counted_for_the_store(
+    serving: StorePaths, global_model: dict[str, np.ndarray]
+) -> None:
+    """A member whose consent lapsed two days ago is purged before training; the count comes
+    back over the socket for the store's own log, and the member's crops are not trained on."""
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(2, 128)).astype(np.float32)
+    with Gallery.open(serving.database, serving.key) as gallery:
+        gallery.enrol(
+            "lapsed-member",
+            None,
+            None,
+            frozenset({Purpose.RECOGNITION, Purpose.MODEL_IMPROVEMENT}),
+            policy_version="2026-11",
+            retention_days=1,
+            embeddings=embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True),
+            model_version=FacePipeline.load().model_version,
+            crops=rng.integers(0, 256, size=(2, 112, 112, 3), dtype=np.uint8),
+            now=datetime.now(UTC) - timedelta(days=2),
+        )
+    served = answer_in_serve(serving.root, global_model, ROUND)
+    assert served is not None and served.arrays is not None and served.purged == 1
+    assert served.members == len(MEMBERS)  # the lapsed member was not trained on
+    again = answer_in_serve(serving.root, global_model, ROUND)
+    assert again is not None and again.purged == 0
 
 
 def test_the_trainer_keeps_the_stores_limits(

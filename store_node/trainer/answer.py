@@ -33,6 +33,8 @@ class RoundAnswer:
         members: consenting members with crops.
         loss_first_epoch, loss_last_epoch: mean CosFace loss per crop.
         seconds: wall time of the local training, reading the crops included.
+        purged: members whose consent had lapsed and whose biometrics the store purged before
+            the round (for the store's own log; never sent to the coordinator).
     """
 
     arrays: PackedArrays | None
@@ -43,8 +45,9 @@ class RoundAnswer:
     loss_first_epoch: float = 0.0
     loss_last_epoch: float = 0.0
     seconds: float = 0.0
+    purged: int = 0
 
     @classmethod
-    def declining(cls, reason: str, *, refused: bool = False) -> RoundAnswer:
+    def declining(cls, reason: str, *, refused: bool = False, purged: int = 0) -> RoundAnswer:
         """The answer of a store that does not train this round."""
-        return cls(None, reason, refused)
+        return cls(None, reason, refused, purged=purged)

@@ -57,9 +57,9 @@ def answer_round(
         )
     except PackedBackboneError as err:
         raise StoreRoundError(str(err)) from None
-    purge_expired(paths)
+    purged = purge_expired(paths)
     outcome = train_store_round(store_dir, global_backbone, round_training_config(settings))
-    return answer_of(outcome, layout)
+    return replace(answer_of(outcome, layout), purged=purged)
 
 
 def answer_of(outcome: TrainingOutcome, layout: BackboneLayout | None = None) -> RoundAnswer:
@@ -108,21 +108,25 @@ def round_training_config(settings: Mapping[str, object]) -> TrainingConfig:
     return config
 
 
-def purge_expired(paths: StorePaths) -> None:
+def purge_expired(paths: StorePaths) -> int:
     """Purge the biometrics of members whose consent has lapsed, before they can be trained on.
 
     A round is also the store's regular purge (``Gallery.purge_expired``; ``loyalnet store
     purge`` does it by hand). Only a count reaches the store's log, and nothing of it the
     coordinator. A purge that has to wait for another program is logged and the round goes
     on: training never reads a lapsed member's crops anyway.
+
+    Returns:
+        How many members were purged (0 when the purge had to wait).
     """
     try:
         with Gallery.open(paths.database, paths.key) as gallery:
             report = gallery.purge_expired()
     except (GalleryBusyError, ScrubError) as err:
         log.warning("purging lapsed consents did not finish: %s", err)
-        return
+        return 0
     if report.member_refs:
         log.info(
             "purged the biometrics of %d member(s) whose consent lapsed", len(report.member_refs)
         )
+    return len(report.member_refs)

@@ -88,13 +88,16 @@ def answer_to_wire(answer: RoundAnswer) -> trainer_pb2.TrainRoundReply:
         loss_first_epoch=answer.loss_first_epoch,
         loss_last_epoch=answer.loss_last_epoch,
         seconds=answer.seconds,
+        purged=answer.purged,
     )
 
 
 def answer_from_wire(reply: trainer_pb2.TrainRoundReply) -> RoundAnswer:
     """``answer_to_wire`` undone."""
     if reply.declined or not reply.arrays:
-        return RoundAnswer.declining(reply.declined or "declined", refused=reply.refused)
+        return RoundAnswer.declining(
+            reply.declined or "declined", refused=reply.refused, purged=int(reply.purged)
+        )
     return RoundAnswer(
         arrays=from_wire(reply.arrays),
         examples=int(reply.examples),
@@ -102,4 +105,5 @@ def answer_from_wire(reply: trainer_pb2.TrainRoundReply) -> RoundAnswer:
         loss_first_epoch=float(reply.loss_first_epoch),
         loss_last_epoch=float(reply.loss_last_epoch),
         seconds=float(reply.seconds),
+        purged=int(reply.purged),
     )

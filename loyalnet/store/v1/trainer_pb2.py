@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1floyalnet/store/v1/trainer.proto\x12\x11loyalnet.store.v1\">\n\x0bPackedArray\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x12\n\nfloat32_le\x18\x03 \x01(\x0c\"Z\n\x11TrainRoundRequest\x12.\n\x06\x61rrays\x18\x01 \x03(\x0b\x32\x1e.loyalnet.store.v1.PackedArray\x12\x15\n\rsettings_json\x18\x02 \x01(\t\"\xcb\x01\n\x0fTrainRoundReply\x12.\n\x06\x61rrays\x18\x01 \x03(\x0b\x32\x1e.loyalnet.store.v1.PackedArray\x12\x10\n\x08\x64\x65\x63lined\x18\x02 \x01(\t\x12\x0f\n\x07refused\x18\x03 \x01(\x08\x12\x10\n\x08\x65xamples\x18\x04 \x01(\x03\x12\x0f\n\x07members\x18\x05 \x01(\x03\x12\x18\n\x10loss_first_epoch\x18\x06 \x01(\x01\x12\x17\n\x0floss_last_epoch\x18\x07 \x01(\x01\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x32\x61\n\x07Trainer\x12V\n\nTrainRound\x12$.loyalnet.store.v1.TrainRoundRequest\x1a\".loyalnet.store.v1.TrainRoundReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1floyalnet/store/v1/trainer.proto\x12\x11loyalnet.store.v1\">\n\x0bPackedArray\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x12\n\nfloat32_le\x18\x03 \x01(\x0c\"Z\n\x11TrainRoundRequest\x12.\n\x06\x61rrays\x18\x01 \x03(\x0b\x32\x1e.loyalnet.store.v1.PackedArray\x12\x15\n\rsettings_json\x18\x02 \x01(\t\"\xdb\x01\n\x0fTrainRoundReply\x12.\n\x06\x61rrays\x18\x01 \x03(\x0b\x32\x1e.loyalnet.store.v1.PackedArray\x12\x10\n\x08\x64\x65\x63lined\x18\x02 \x01(\t\x12\x0f\n\x07refused\x18\x03 \x01(\x08\x12\x10\n\x08\x65xamples\x18\x04 \x01(\x03\x12\x0f\n\x07members\x18\x05 \x01(\x03\x12\x18\n\x10loss_first_epoch\x18\x06 \x01(\x01\x12\x17\n\x0floss_last_epoch\x18\x07 \x01(\x01\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\x0e\n\x06purged\x18\t \x01(\x03\x32\x61\n\x07Trainer\x12V\n\nTrainRound\x12$.loyalnet.store.v1.TrainRoundRequest\x1a\".loyalnet.store.v1.TrainRoundReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,7 +36,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAINROUNDREQUEST']._serialized_start=118
   _globals['_TRAINROUNDREQUEST']._serialized_end=208
   _globals['_TRAINROUNDREPLY']._serialized_start=211
-  _globals['_TRAINROUNDREPLY']._serialized_end=414
-  _globals['_TRAINER']._serialized_start=416
-  _globals['_TRAINER']._serialized_end=513
+  _globals['_TRAINROUNDREPLY']._serialized_end=430
+  _globals['_TRAINER']._serialized_start=432
+  _globals['_TRAINER']._serialized_end=529
 # @@protoc_insertion_point(module_scope)

@@ -88,6 +88,7 @@ class TrainRoundReply(_message.Message):
     LOSS_FIRST_EPOCH_FIELD_NUMBER: _builtins.int
     LOSS_LAST_EPOCH_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
     declined: _builtins.str
     """Why the store declined, for the store's own log; empty when it trained."""
     refused: _builtins.bool
@@ -97,6 +98,8 @@ class TrainRoundReply(_message.Message):
     loss_first_epoch: _builtins.float
     loss_last_epoch: _builtins.float
     seconds: _builtins.float
+    purged: _builtins.int
+    """Members whose lapsed consent the store purged before the round, for its own log."""
     @_builtins.property
     def arrays(self) -> _containers.RepeatedCompositeFieldContainer[Global___PackedArray]:
         """The trained backbone packed the same way; empty when the store declined."""
@@ -112,10 +115,11 @@ class TrainRoundReply(_message.Message):
         loss_first_epoch: _builtins.float = ...,
         loss_last_epoch: _builtins.float = ...,
         seconds: _builtins.float = ...,
+        purged: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrays", b"arrays", "declined", b"declined", "examples", b"examples", "loss_first_epoch", b"loss_first_epoch", "loss_last_epoch", b"loss_last_epoch", "members", b"members", "refused", b"refused", "seconds", b"seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrays", b"arrays", "declined", b"declined", "examples", b"examples", "loss_first_epoch", b"loss_first_epoch", "loss_last_epoch", b"loss_last_epoch", "members", b"members", "purged", b"purged", "refused", b"refused", "seconds", b"seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
