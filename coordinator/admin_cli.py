@@ -326,6 +326,16 @@ def train(
             "the global model in float16: half the bytes). Empty: float32."
         ),
     ] = "",
+    release_mix: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="The share of the run's change from the pretrained model that the model "
+            "version keeps, in (0, 1]: 0.7 keeps most of the gain and gives back most of what "
+            "fine-tuning costs on cameras no store showed (WiSE-FT). 0: 1, the last round as is.",
+        ),
+    ] = 0.0,
     as_json: JsonOption = False,
 ) -> None:
     """Start a federated training run on the connected stores; `loyalnet admin runs` follows it.
@@ -341,6 +351,7 @@ def train(
             learning_rate=learning_rate,
             min_stores=min_stores,
             update_encoding=update_encoding,
+            release_mix=release_mix,
         )
     if as_json:
         _print_json(run)

@@ -123,6 +123,7 @@ class AdminClient:
         learning_rate: float = 0.0,
         min_stores: int = 0,
         update_encoding: str = "",
+        release_mix: float = 0.0,
     ) -> chain_pb2.TrainingRun:
         """Start a run; an empty or zero setting keeps the coordinator's default."""
         request = chain_pb2.StartTrainingRequest(
@@ -132,6 +133,7 @@ class AdminClient:
             learning_rate=learning_rate,
             min_stores=min_stores,
             update_encoding=update_encoding,
+            release_mix=release_mix,
         )
         return self._call(self._stub.StartTraining, request)
 

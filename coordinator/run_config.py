@@ -59,6 +59,11 @@ them into the app's pyproject.toml. Keys:
   (:mod:`loyalnet.update_encoding`; the coordinator restores float32 weights before anything
   else sees them). Asked of the stores in the round config; a store too old to know the key
   declines the round.
+- ``release-mix``: alpha in (0, 1], how far the released model version moves from the run's
+  starting model towards the last round's: ``w_0 + alpha (w_T - w_0)`` (WiSE-FT,
+  :mod:`coordinator.release_mix`). 1 (default) releases the last round's model. In the
+  simulations 0.7 kept 90% of the centralized gain and gave back most of what fine-tuning
+  cost on cameras no store had.
 - the local training settings in :data:`TRAINING_DEFAULTS`, sent to the stores in every
   training message. They mirror ``store_node.training.local.TrainingConfig`` (the coordinator
   imports no face code; a test checks the two agree), and the stores validate them.
@@ -121,6 +126,7 @@ _SERVER_DEFAULTS: dict[str, ConfigValue] = {
     "dp-delta": 1e-5,
     "registry-run-id": 0,
     UPDATE_ENCODING_KEY: FLOAT32,
+    "release-mix": 1.0,
 }
 
 
@@ -154,6 +160,7 @@ class FederationSettings:
     registry_run_id: int = 0
     update_encoding: UpdateEncoding = FLOAT32
     fraction_train: float = 1.0
+    release_mix: float = 1.0
 
     def round_config(self) -> dict[str, bool | int | float | str]:
         """What every store is sent with the global model: the training settings, and the
@@ -240,6 +247,7 @@ class FederationSettings:
             registry_run_id=_whole({"registry-run-id": 0, **values}, "registry-run-id", minimum=0),
             update_encoding=_encoding({UPDATE_ENCODING_KEY: FLOAT32, **values}),
             fraction_train=_fraction({"fraction-train": 1.0, **values}),
+            release_mix=_release_mix({"release-mix": 1.0, **values}),
         )
 
 
@@ -247,6 +255,16 @@ def _fraction(values: Mapping[str, object]) -> float:
     value = _number(values, "fraction-train", minimum=0.0)
     if not 0 < value <= 1:
         raise RunConfigError(f"run config fraction-train = {value} should be in (0, 1].")
+    return value
+
+
+def _release_mix(values: Mapping[str, object]) -> float:
+    value = _number(values, "release-mix", minimum=0.0)
+    if not 0 < value <= 1:
+        raise RunConfigError(
+            f"run config release-mix = {value} should be in (0, 1]: the share of the run's "
+            "change the released model keeps (1: the last round's model as it is)."
+        )
     return value
 
 

@@ -1,8 +1,9 @@
 """The coordinator's Flower ServerApp: fine-tune the face embedder across the chain's stores.
 
 One run: start from the pretrained embedder's weights, run ``num-rounds`` rounds of FedAvg (or
-FedProx) over every connected store, and save the final global model as the next model
-version in ``<coordinator-dir>/models``. The run config keys are described in
+FedProx) over every connected store, and save the final global model (moved back towards the
+pretrained one by ``release-mix``, :mod:`coordinator.release_mix`) as the next model version
+in ``<coordinator-dir>/models``. The run config keys are described in
 :mod:`coordinator.run_config`; the app is launched through ``coordinator.flower_app``.
 
 With ``dp-noise-multiplier`` > 0 the run is differentially private at the store level
@@ -26,6 +27,7 @@ from coordinator.initial_model import pretrained_backbone
 from coordinator.model_versions import save_model_version
 from coordinator.pki import load_model_signing_key
 from coordinator.prompt_grid import PromptGrid
+from coordinator.release_mix import released_model
 from coordinator.round_reports import RegistryRoundReports
 from coordinator.run_config import FederationSettings
 from coordinator.strategy import build_strategy
@@ -49,10 +51,11 @@ def main(grid: Grid, context: Context) -> None:
     pretrained = pretrained_backbone()
     # Three flat arrays on the wire instead of one Flower object per tensor.
     layout = BackboneLayout.of(pretrained)
+    initial = ArrayRecord(layout.pack(pretrained))
     try:
         result = build_strategy(settings, on_round=reports).start(
             grid=PromptGrid(grid),
-            initial_arrays=ArrayRecord(layout.pack(pretrained)),
+            initial_arrays=initial,
             num_rounds=settings.num_rounds,
             timeout=settings.round_timeout_seconds,
             train_config=ConfigRecord(round_config),
@@ -76,9 +79,12 @@ def main(grid: Grid, context: Context) -> None:
             "hold the chain's public key will refuse it",
             tls.model_signing_key,
         )
+    released = released_model(initial, result.arrays, settings.release_mix)
+    if settings.release_mix < 1:
+        log(INFO, "released model: %g of the run's change kept (release-mix)", settings.release_mix)
     saved = save_model_version(
         settings.models_dir,
-        layout.unpack(result.arrays.to_torch_state_dict()),
+        layout.unpack(released.to_torch_state_dict()),
         context.run_config,
         metrics,
         signing_key=signing_key,

@@ -14,6 +14,7 @@ strategies = ["none", "local-only", "fedavg", "fedprox", "fedavg-dp", "centraliz
 proximal_mu = 0.01            # FedProx mu, >= 0
 update_encoding = "float32"   # or "float16-delta": stores send their change in float16
 fraction_train = 1.0          # share of the stores asked each federated round, in (0, 1]
+release_mix = 1.0             # share of a federated run's change its released model keeps, (0, 1]
 
 [[stores]]
 condition = "clean"           # clean, low_light, motion_blur, low_resolution, grayscale, yale
@@ -258,6 +259,9 @@ class Experiment:
         update_encoding: how the federated strategies' stores send their update
             (``loyalnet.update_encoding``): "float32" or "float16-delta".
         fraction_train: the share of stores Flower samples for each federated round, (0, 1].
+        release_mix: how far a federated strategy's released model moves from the starting
+            model towards its last round's (``coordinator.release_mix``), (0, 1]; the last
+            round is scored on the released model.
         privacy: DP settings for the ``fedavg-dp`` strategy.
         evaluation: how models are measured.
         source: the file it was read from, None when built from a mapping.
@@ -273,6 +277,7 @@ class Experiment:
     proximal_mu: float = 0.01
     update_encoding: str = "float32"
     fraction_train: float = 1.0
+    release_mix: float = 1.0
     privacy: PrivacySpec = field(default_factory=PrivacySpec)
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     source: Path | None = None
@@ -304,6 +309,7 @@ class Experiment:
             "proximal_mu": self.proximal_mu,
             "update_encoding": self.update_encoding,
             "fraction_train": self.fraction_train,
+            "release_mix": self.release_mix,
             "stores": [asdict(group) for group in self.stores],
             "members": asdict(self.members),
             "training": asdict(self.training),
@@ -348,6 +354,7 @@ _TOP_KEYS = (
     "proximal_mu",
     "update_encoding",
     "fraction_train",
+    "release_mix",
     "stores",
     "members",
     "training",
@@ -386,6 +393,9 @@ def experiment_from_dict(data: Mapping[str, Any], source: Path | None = None) ->
     fraction_train = check.number(data.get("fraction_train", 1.0), "fraction_train", low=0.0)
     if not 0 < fraction_train <= 1:
         raise check.error(f"fraction_train = {fraction_train} should be in (0, 1].")
+    release_mix = check.number(data.get("release_mix", 1.0), "release_mix", low=0.0)
+    if not 0 < release_mix <= 1:
+        raise check.error(f"release_mix = {release_mix} should be in (0, 1].")
     if update_encoding not in ENCODINGS:
         raise check.error(
             f"update_encoding = {_show(update_encoding)} is unknown; use one of "
@@ -418,6 +428,7 @@ def experiment_from_dict(data: Mapping[str, Any], source: Path | None = None) ->
         proximal_mu=proximal_mu,
         update_encoding=update_encoding,
         fraction_train=fraction_train,
+        release_mix=release_mix,
         privacy=privacy,
         evaluation=evaluation,
         source=source,

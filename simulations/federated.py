@@ -12,6 +12,8 @@ one after the other, over the same simulated stores:
   FedAvg or FedProx in ``StoreRounds``, in ``StorePrivacy`` for the DP run), started by a
   simulation-only ServerApp that, after every round, hands the global model to the
   simulation's evaluation (``evaluate_fn``), which runs in this process between rounds.
+  The last round is scored on the model the coordinator would release
+  (``coordinator.release_mix``, the experiment's ``release_mix``).
 
 The strategies:
 
@@ -47,6 +49,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
+from coordinator.release_mix import released_model
 from coordinator.run_config import FederationSettings
 from coordinator.strategy import build_strategy
 from loyalnet.packed_backbone import BackboneLayout
@@ -95,6 +98,7 @@ def settings_for(
         dp_delta=experiment.privacy.delta,
         update_encoding=encoding_named(experiment.update_encoding),
         fraction_train=experiment.fraction_train,
+        release_mix=experiment.release_mix,
     )
 
 
@@ -193,14 +197,17 @@ def _run_strategy(
     round_config: dict[str, ConfigRecordValues] = dict(settings.round_config())
 
     layout = BackboneLayout.of(initial)
+    start = ArrayRecord(layout.pack(initial))
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == settings.num_rounds:  # what the coordinator would release
+            arrays = released_model(start, arrays, settings.release_mix)
         on_round(strategy, server_round, layout.unpack(arrays.to_torch_state_dict()))
         return None
 
     result = build_strategy(settings).start(
         grid=grid,
-        initial_arrays=ArrayRecord(layout.pack(initial)),
+        initial_arrays=start,
         num_rounds=settings.num_rounds,
         timeout=settings.round_timeout_seconds,
         train_config=ConfigRecord(round_config),

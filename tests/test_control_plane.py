@@ -376,6 +376,7 @@ def test_a_training_request_with_bad_settings_is_refused_before_any_run(
     bad = [
         chain_pb2.StartTrainingRequest(rounds=1, strategy="fedsgd"),
         chain_pb2.StartTrainingRequest(rounds=101),
+        chain_pb2.StartTrainingRequest(rounds=1, release_mix=1.5),
     ]
     for request in bad:
         with pytest.raises(grpc.RpcError) as refused:
@@ -385,13 +386,19 @@ def test_a_training_request_with_bad_settings_is_refused_before_any_run(
 
     # Good settings reach the SuperLink, which is down here: the run is recorded as failed.
     good = chain_pb2.StartTrainingRequest(
-        rounds=2, strategy="fedprox", local_epochs=2, learning_rate=0.01, min_stores=3
+        rounds=2,
+        strategy="fedprox",
+        local_epochs=2,
+        learning_rate=0.01,
+        min_stores=3,
+        release_mix=0.7,
     )
     assert run_settings(good) == {
         "strategy": "fedprox",
         "local-epochs": 2,
         "learning-rate": 0.01,
         "min-stores": 3,
+        "release-mix": 0.7,
     }
     with pytest.raises(grpc.RpcError) as refused:
         admin.StartTraining(good, timeout=5)

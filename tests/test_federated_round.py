@@ -228,7 +228,8 @@ def test_one_round_two_stores_and_the_wire(
         "b": federation.add_store("store-b", store_b),
     }
     federation.flower.wait_for_supernodes(2)
-    status = federation.run(**{"min-stores": 2, "store-wait-seconds": 60})
+    # release-mix 0.5: the saved version is halfway from the pretrained model to the average.
+    status = federation.run(**{"min-stores": 2, "store-wait-seconds": 60, "release-mix": 0.5})
     assert status.completed, federation.flower.run_log(status.run_id)
     federation.flower.stop()
     print(
@@ -267,12 +268,17 @@ def test_one_round_two_stores_and_the_wire(
         print(f"store {name}: sent {sent} bytes in {len(exchanges)} requests")
         updates[name] = (layout.unpack(arrays.to_torch_state_dict()), store.crops)
 
-    # FedAvg: the new model is the average of what was sent, weighted by num-examples.
+    # FedAvg: the round's model is the average of what was sent, weighted by num-examples;
+    # the version released keeps half of its change from the pretrained model.
     model = load_model_version(saved)
+    pretrained = pretrained_backbone()
     total = store_a.crops + store_b.crops
+    moved = 0
     for key, value in model.items():
         mean = sum(state[key] * (weight / total) for state, weight in updates.values())
-        assert torch.allclose(value, mean, atol=1e-6), key
+        assert torch.allclose(value, (pretrained[key] + mean) / 2, atol=1e-6), key
+        moved += int(not torch.equal(mean, pretrained[key]))
+    assert moved > 0  # the round did change the model, so the mix was tested
 
 
 @pytest.mark.slow

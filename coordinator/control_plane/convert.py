@@ -134,6 +134,8 @@ def run_settings(request: chain_pb2.StartTrainingRequest) -> dict[str, TomlScala
         settings["min-stores"] = request.min_stores
     if request.update_encoding:
         settings["update-encoding"] = request.update_encoding
+    if request.release_mix:
+        settings["release-mix"] = request.release_mix
     return settings
 
 

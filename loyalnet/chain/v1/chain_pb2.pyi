@@ -643,6 +643,7 @@ class StartTrainingRequest(_message.Message):
     LEARNING_RATE_FIELD_NUMBER: _builtins.int
     MIN_STORES_FIELD_NUMBER: _builtins.int
     UPDATE_ENCODING_FIELD_NUMBER: _builtins.int
+    RELEASE_MIX_FIELD_NUMBER: _builtins.int
     rounds: _builtins.int
     """0 = the coordinator's default"""
     strategy: _builtins.str
@@ -655,6 +656,8 @@ class StartTrainingRequest(_message.Message):
     """a round waits for at least this many stores"""
     update_encoding: _builtins.str
     """How stores send their trained backbone: "float32" or "float16-delta" (half the bytes)."""
+    release_mix: _builtins.float
+    """The share of the run's change the released model version keeps, in (0, 1] (WiSE-FT)."""
     def __init__(
         self,
         *,
@@ -664,10 +667,11 @@ class StartTrainingRequest(_message.Message):
         learning_rate: _builtins.float = ...,
         min_stores: _builtins.int = ...,
         update_encoding: _builtins.str = ...,
+        release_mix: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_stores", b"min_stores", "rounds", b"rounds", "strategy", b"strategy", "update_encoding", b"update_encoding"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["learning_rate", b"learning_rate", "local_epochs", b"local_epochs", "min_stores", b"min_stores", "release_mix", b"release_mix", "rounds", b"rounds", "strategy", b"strategy", "update_encoding", b"update_encoding"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
