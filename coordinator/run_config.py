@@ -246,25 +246,21 @@ class FederationSettings:
             # Absent from apps written before runs were reported: then nothing is reported.
             registry_run_id=_whole({"registry-run-id": 0, **values}, "registry-run-id", minimum=0),
             update_encoding=_encoding({UPDATE_ENCODING_KEY: FLOAT32, **values}),
-            fraction_train=_fraction({"fraction-train": 1.0, **values}),
-            release_mix=_release_mix({"release-mix": 1.0, **values}),
+            fraction_train=_share({"fraction-train": 1.0, **values}, "fraction-train"),
+            release_mix=_share(
+                {"release-mix": 1.0, **values},
+                "release-mix",
+                ": the share of the run's change the released model keeps (1: the last round's "
+                "model as it is)",
+            ),
         )
 
 
-def _fraction(values: Mapping[str, object]) -> float:
-    value = _number(values, "fraction-train", minimum=0.0)
+def _share(values: Mapping[str, object], key: str, meaning: str = "") -> float:
+    """``values[key]`` as a share in (0, 1]; ``meaning`` (": ...") explains it in the error."""
+    value = _number(values, key, minimum=0.0)
     if not 0 < value <= 1:
-        raise RunConfigError(f"run config fraction-train = {value} should be in (0, 1].")
-    return value
-
-
-def _release_mix(values: Mapping[str, object]) -> float:
-    value = _number(values, "release-mix", minimum=0.0)
-    if not 0 < value <= 1:
-        raise RunConfigError(
-            f"run config release-mix = {value} should be in (0, 1]: the share of the run's "
-            "change the released model keeps (1: the last round's model as it is)."
-        )
+        raise RunConfigError(f"run config {key} = {value} should be in (0, 1]{meaning}.")
     return value
 
 

@@ -390,12 +390,9 @@ def experiment_from_dict(data: Mapping[str, Any], source: Path | None = None) ->
     )
     proximal_mu = check.number(data.get("proximal_mu", 0.01), "proximal_mu", low=0.0)
     update_encoding = check.text(data.get("update_encoding", FLOAT32), "update_encoding")
-    fraction_train = check.number(data.get("fraction_train", 1.0), "fraction_train", low=0.0)
-    if not 0 < fraction_train <= 1:
-        raise check.error(f"fraction_train = {fraction_train} should be in (0, 1].")
-    release_mix = check.number(data.get("release_mix", 1.0), "release_mix", low=0.0)
-    if not 0 < release_mix <= 1:
-        raise check.error(f"release_mix = {release_mix} should be in (0, 1].")
+    share = _Range(0, 1, low_open=True)
+    fraction_train = check.ranged_number(data.get("fraction_train", 1.0), "fraction_train", share)
+    release_mix = check.ranged_number(data.get("release_mix", 1.0), "release_mix", share)
     if update_encoding not in ENCODINGS:
         raise check.error(
             f"update_encoding = {_show(update_encoding)} is unknown; use one of "
